@@ -1,0 +1,3 @@
+from mnist_ssl.cli import main
+
+raise SystemExit(main())

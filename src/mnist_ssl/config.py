@@ -1,0 +1,448 @@
+"""Typed configuration: the one source of truth for a run.
+
+Every run writes its resolved :class:`RunConfig` to ``config.json``; every
+checkpoint carries the :class:`ModelConfig` it was built from, so a model can be
+rebuilt without the command line. Values are validated in one place
+(:meth:`RunConfig.validate`) and refused with a :class:`ConfigError` that names
+the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from mnist_ssl.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """The ViT encoder (and, after fine-tuning, its classification head)."""
+
+    image_size: int = 28
+    in_chans: int = 1
+    patch_size: int = 4
+    dim: int = 64
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    pos_embed: str = "sincos"  # "sincos" (fixed 2-D sin-cos) or "learned"
+    # Clips: an image is a clip of one frame. ``frames`` > 1 makes a video model
+    # whose inputs are (B, C, T, H, W); ``tubelet`` frames share one token.
+    frames: int = 1
+    tubelet: int = 1
+    num_classes: int = 0  # 0: encoder only (pretraining); set at fine-tuning
+
+    def validate(self) -> None:
+        _positive(self, "image_size", "in_chans", "patch_size", "dim", "depth", "heads")
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"model.patch_size={self.patch_size} does not divide the image size "
+                f"{self.image_size}: choose one of {_divisors(self.image_size)}"
+            )
+        if self.dim % self.heads:
+            raise ConfigError(
+                f"model.heads={self.heads} does not divide model.dim={self.dim}"
+            )
+        if (self.dim // self.heads) % 2:
+            raise ConfigError(f"model.dim/heads={self.dim // self.heads} must be even")
+        if self.pos_embed in ("sincos",) and self.dim % 4:
+            raise ConfigError(f"model.dim={self.dim} must be a multiple of 4 for sin-cos position embeddings")
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"model.mlp_ratio={self.mlp_ratio} must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+        _choice(self, "pos_embed", ("sincos", "learned"))
+        if self.frames < 1:
+            raise ConfigError(f"model.frames={self.frames} must be >= 1")
+        if self.tubelet < 1 or self.frames % self.tubelet:
+            raise ConfigError(
+                f"model.tubelet={self.tubelet} does not divide model.frames={self.frames}"
+            )
+        if self.num_classes < 0:
+            raise ConfigError(f"model.num_classes={self.num_classes} must be >= 0")
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return (self.frames // self.tubelet) * self.grid * self.grid
+
+    @property
+    def patch_dim(self) -> int:
+        return self.tubelet * self.patch_size * self.patch_size * self.in_chans
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and which of them a run uses."""
+
+    source: str = "embedded"  # "embedded" or a folder with IDX files
+    dataset: str = "mnist"  # "mnist" or "fashion-mnist": names the IDX sub-folder
+    classes: list[int] | None = field(default_factory=lambda: [0, 1, 2])  # None: all
+    train_per_class: int | None = 100  # None: every image of the class
+    test_per_class: int | None = 100
+
+    def validate(self) -> None:
+        _choice(self, "dataset", ("mnist", "fashion-mnist"))
+        if self.classes is not None:
+            if not self.classes:
+                raise ConfigError("data.classes is empty")
+            for c in self.classes:
+                if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= 9:
+                    raise ConfigError(f"data.classes: class {c!r} is not a digit 0-9")
+            if len(set(self.classes)) != len(self.classes):
+                raise ConfigError(f"data.classes {self.classes} repeats a class")
+            if len(self.classes) < 2:
+                raise ConfigError("data.classes needs at least two classes to classify")
+        for name in ("train_per_class", "test_per_class"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name}={value} must be >= 1 (or 'all')")
+
+    @property
+    def num_classes(self) -> int:
+        return 10 if self.classes is None else len(self.classes)
+
+
+@dataclass
+class AugmentConfig:
+    """Batched random affine augmentation of digits (never flips)."""
+
+    enabled: bool = True
+    rotate: float = 10.0  # degrees, uniform in [-rotate, rotate]
+    translate: float = 0.1  # fraction of the image size
+    scale_min: float = 0.9
+    scale_max: float = 1.1
+    shear: float = 0.0  # degrees
+    noise: float = 0.0  # std of added Gaussian noise
+    erase: float = 0.0  # probability of erasing one random rectangle
+    elastic: float = 0.0  # elastic distortion strength (pixels); 0 = off
+
+    def validate(self, where: str) -> None:
+        for name in ("rotate", "translate", "shear", "noise", "elastic"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name}={getattr(self, name)} must be >= 0")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ConfigError(
+                f"{where}: need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}"
+            )
+        if not 0 <= self.erase <= 1:
+            raise ConfigError(f"{where}.erase={self.erase} must be a probability in [0, 1]")
+
+
+@dataclass
+class OptimConfig:
+    """One training phase: optimiser, schedule, budget."""
+
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adamw"  # "adam" or "adamw"
+    weight_decay: float = 0.05
+    schedule: str = "cosine"  # "cosine" (after warm-up) or "constant"
+    warmup_epochs: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    label_smoothing: float = 0.0  # fine-tuning only
+
+    def validate(self, where: str) -> None:
+        _positive(self, "epochs", "batch_size", "lr", where=where)
+        _choice(self, "optimizer", ("adam", "adamw"), where=where)
+        _choice(self, "schedule", ("cosine", "constant"), where=where)
+        if self.weight_decay < 0:
+            raise ConfigError(f"{where}.weight_decay={self.weight_decay} must be >= 0")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"{where}.warmup_epochs={self.warmup_epochs} must be in [0, epochs]")
+        if self.grad_clip < 0:
+            raise ConfigError(f"{where}.grad_clip={self.grad_clip} must be >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"{where}.label_smoothing={self.label_smoothing} must be in [0, 1)")
+
+
+@dataclass
+class MAEConfig:
+    """Masked autoencoding of image patches."""
+
+    masking: str = "zero"  # "zero" (the document's) or "drop" (the MAE paper's)
+    mask_ratio: float = 0.75
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    norm_pix_loss: bool = False
+    loss: str = "mse"  # "mse" or "l1"
+
+    def validate(self, where: str = "mae") -> None:
+        _choice(self, "masking", ("zero", "drop"), where=where)
+        _choice(self, "loss", ("mse", "l1"), where=where)
+        _ratio(self.mask_ratio, f"{where}.mask_ratio")
+        _positive(self, "decoder_dim", "decoder_heads", where=where)
+        if self.decoder_depth < 0:
+            raise ConfigError(f"{where}.decoder_depth={self.decoder_depth} must be >= 0")
+        if self.decoder_dim % self.decoder_heads:
+            raise ConfigError(
+                f"{where}.decoder_heads={self.decoder_heads} does not divide decoder_dim={self.decoder_dim}"
+            )
+
+
+@dataclass
+class InfoNCEConfig:
+    """Contrastive learning between the CLS tokens of two augmented views."""
+
+    temperature: float = 0.1
+    proj_hidden: int = 128  # 0: no projection head, the CLS token itself
+    proj_dim: int = 64
+
+    def validate(self, where: str = "infonce") -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"{where}.temperature={self.temperature} must be > 0")
+        if self.proj_hidden < 0 or self.proj_dim < 1:
+            raise ConfigError(f"{where}: proj_hidden must be >= 0 and proj_dim >= 1")
+
+
+@dataclass
+class MAEInfoNCEConfig:
+    """Weighted sum of the MAE and InfoNCE losses."""
+
+    w_mae: float = 1.0
+    w_nce: float = 0.1
+
+    def validate(self, where: str = "mae_infonce") -> None:
+        if self.w_mae < 0 or self.w_nce < 0 or self.w_mae + self.w_nce == 0:
+            raise ConfigError(f"{where}: weights must be >= 0 and not both 0")
+
+
+@dataclass
+class VideoMAEConfig:
+    """Masked autoencoding of clips made from images."""
+
+    clip_mode: str = "replicate"  # "replicate" (the document's) or "motion"
+    masking: str = "random"  # "random" (the document's) or "tube" (VideoMAE's)
+    mask_ratio: float = 0.75
+    loss: str = "l1"  # "l1" (the document's) or "mse"
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+
+    def validate(self, where: str = "videomae") -> None:
+        _choice(self, "clip_mode", ("replicate", "motion"), where=where)
+        _choice(self, "masking", ("random", "tube"), where=where)
+        _choice(self, "loss", ("l1", "mse"), where=where)
+        _ratio(self.mask_ratio, f"{where}.mask_ratio")
+        _positive(self, "decoder_dim", "decoder_heads", where=where)
+
+
+@dataclass
+class EvalConfig:
+    """Frozen-feature evaluations beside fine-tuning."""
+
+    linear_probe: bool = True
+    knn: bool = True
+    knn_k: int = 5
+    probe_c: float = 1.0  # inverse L2 strength of the logistic-regression probe
+
+    def validate(self) -> None:
+        if self.knn_k < 1:
+            raise ConfigError(f"eval.knn_k={self.knn_k} must be >= 1")
+        if not self.probe_c > 0:
+            raise ConfigError(f"eval.probe_c={self.probe_c} must be > 0")
+
+
+@dataclass
+class RunConfig:
+    """Everything one (method, seed) run needs."""
+
+    method: str = "mae"
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "mps"
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: OptimConfig = field(default_factory=OptimConfig)
+    finetune: OptimConfig = field(default_factory=OptimConfig)
+    pretrain_augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(enabled=False))
+    finetune_augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    infonce: InfoNCEConfig = field(default_factory=InfoNCEConfig)
+    mae_infonce: MAEInfoNCEConfig = field(default_factory=MAEInfoNCEConfig)
+    videomae: VideoMAEConfig = field(default_factory=VideoMAEConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "RunConfig":
+        from mnist_ssl.objectives.registry import method_names
+
+        if self.method not in method_names():
+            raise ConfigError(
+                f"unknown method {self.method!r}; choose from {', '.join(method_names())}"
+            )
+        _choice(self, "device", ("auto", "cpu", "cuda", "mps"))
+        if self.threads < 0:
+            raise ConfigError(f"threads={self.threads} must be >= 0")
+        self.model.validate()
+        self.data.validate()
+        self.pretrain.validate("pretrain")
+        self.finetune.validate("finetune")
+        self.pretrain_augment.validate("pretrain_augment")
+        self.finetune_augment.validate("finetune_augment")
+        self.mae.validate()
+        self.infonce.validate()
+        self.mae_infonce.validate()
+        self.videomae.validate()
+        self.eval.validate()
+        return self
+
+    # ----- serialisation -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return from_dict(cls, d, "")
+
+
+# ----- generic dataclass <-> dict helpers -----------------------------------
+def from_dict(cls: type, d: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a plain dict, refusing unknown keys and wrong types."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"config{'.' + where if where else ''} must be an object, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {_join(where, unknown[0])!r}")
+    kwargs = {}
+    for key, value in d.items():
+        kwargs[key] = _coerce(hints[key], value, _join(where, key))
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config {where} must be a list, got {value!r}")
+        return [_coerce(args[0], v, where) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config {where} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config {where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config {where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config {where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right-hand side of ``--set key=value`` (JSON, else a bare string)."""
+    lowered = text.strip().lower()
+    if lowered in ("none", "null", "all"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        if "," in text:
+            return [parse_value(t) for t in text.split(",")]
+        return text
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` overrides (as given to ``--set``) to a copy of ``cfg``."""
+    d = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. pretrain.lr=0.001")
+        key, _, raw = item.partition("=")
+        parts = key.strip().split(".")
+        node = d
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"--set {item!r}: unknown config key {key!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"--set {item!r}: unknown config key {key!r}")
+        node[parts[-1]] = parse_value(raw)
+    return RunConfig.from_dict(d)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a JSON preset (for example ``configs/document.json``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return d
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: ``update`` wins, nested sections merge key by key."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# ----- validation helpers ---------------------------------------------------
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _positive(obj: Any, *names: str, where: str = "") -> None:
+    prefix = where or type(obj).__name__.replace("Config", "").lower()
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise ConfigError(f"{prefix}.{name}={value} must be > 0")
+
+
+def _choice(obj: Any, name: str, options: tuple[str, ...], where: str = "") -> None:
+    value = getattr(obj, name)
+    if value not in options:
+        prefix = f"{where}." if where else (
+            "" if isinstance(obj, RunConfig) else type(obj).__name__.replace("Config", "").lower() + "."
+        )
+        raise ConfigError(f"{prefix}{name}={value!r} is not one of {', '.join(options)}")
+
+
+def _ratio(value: float, where: str) -> None:
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{where}={value} must be strictly between 0 and 1")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
