@@ -1,0 +1,138 @@
+"""Frozen-feature evaluations: feature extraction, linear probe, kNN.
+
+These measure what pretraining put into the encoder *before* fine-tuning
+changes it: the encoder is frozen and only a linear classifier (or no
+classifier at all, for kNN) is fitted on its CLS features.
+
+Features may be numpy arrays or torch tensors, (N, D); labels (N,) ints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnist_ssl.evaluation.metrics import accuracy
+
+__all__ = ["extract_features", "linear_probe", "knn_predict", "knn_eval"]
+
+
+def _np(x: Any, dtype: Any = np.float64) -> np.ndarray:
+    """numpy copy of a tensor/array (features in float64 for stable sklearn fits)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, images_float: Any, batch_size: int = 256) -> torch.Tensor:
+    """CLS features of ``images_float`` through a frozen encoder.
+
+    encoder: ``encoder(x) -> (B, D)``. images_float: (N, C, H, W) or
+    (N, C, T, H, W) floats (numpy or torch), already normalised as the encoder
+    expects. Returns a (N, D) float32 CPU tensor.
+
+    The encoder runs in eval mode (no dropout: features must be deterministic)
+    on its own device; its previous train/eval mode is restored afterwards so
+    a caller in the middle of training is not disturbed.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    x = images_float if isinstance(images_float, torch.Tensor) else torch.as_tensor(np.asarray(images_float))
+    x = x.float()
+    try:
+        device = next(encoder.parameters()).device
+    except StopIteration:  # a parameter-free encoder (tests): stay on CPU
+        device = torch.device("cpu")
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        chunks = [encoder(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)]
+    finally:
+        encoder.train(was_training)
+    if not chunks:
+        raise ValueError("extract_features got no images")
+    return torch.cat(chunks, dim=0)
+
+
+def linear_probe(train_x: Any, train_y: Any, test_x: Any, test_y: Any, C: float = 1.0) -> dict:
+    """Logistic regression on frozen features.
+
+    train_x: (N, D), train_y: (N,), test_x: (M, D), test_y: (M,).
+    Features are standardised with the *training* mean and std (the test set
+    must not leak into the fit); constant features keep scale 1. The model is
+    sklearn's ``LogisticRegression(max_iter=2000, C=C)`` (L2, lbfgs).
+
+    Returns ``{"accuracy", "train_accuracy", "n_train", "n_test", "C"}``.
+    """
+    from sklearn.linear_model import LogisticRegression  # slow import: only when used
+
+    xtr, xte = _np(train_x), _np(test_x)
+    ytr, yte = _np(train_y, np.int64), _np(test_y, np.int64)
+    mean = xtr.mean(axis=0)
+    std = xtr.std(axis=0)
+    std[std < 1e-12] = 1.0
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    clf = LogisticRegression(max_iter=2000, C=C)
+    clf.fit(xtr, ytr)
+    return {
+        "accuracy": accuracy(clf.predict(xte), yte),
+        "train_accuracy": accuracy(clf.predict(xtr), ytr),
+        "n_train": int(ytr.size),
+        "n_test": int(yte.size),
+        "C": float(C),
+    }
+
+
+def knn_predict(train_x: Any, train_y: Any, test_x: Any, k: int = 5, chunk: int = 512) -> np.ndarray:
+    """Cosine k-nearest-neighbour predictions, with every tie rule written down.
+
+    train_x: (N, D), train_y: (N,) labels (any ints), test_x: (M, D).
+    Returns (M,) predicted labels (values from ``train_y``).
+
+    1. Similarity is the cosine of the angle (rows scaled to unit norm; an
+       all-zero row has similarity 0 to everything).
+    2. The k neighbours are the k most similar training rows; among training
+       rows *exactly* as similar as the k-th, the lower training index wins
+       (a stable sort), so the result never depends on the sort algorithm.
+    3. The class with most votes wins; a tie in votes goes to the tied class
+       whose neighbours have the larger summed similarity; if that is tied
+       too, the smaller label wins.
+    """
+    xtr, xte = _np(train_x), _np(test_x)
+    ytr = _np(train_y, np.int64)
+    if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
+        raise ValueError(f"knn needs (N, D) and (M, D) features, got {xtr.shape} and {xte.shape}")
+    if not 1 <= k <= xtr.shape[0]:
+        raise ValueError(f"k={k} must be in [1, {xtr.shape[0]}] (the number of training rows)")
+    labels, ytr_idx = np.unique(ytr, return_inverse=True)  # any labels -> 0..L-1, sorted
+    n_labels = labels.size
+    xtr = xtr / np.maximum(np.linalg.norm(xtr, axis=1, keepdims=True), 1e-12)
+    xte = xte / np.maximum(np.linalg.norm(xte, axis=1, keepdims=True), 1e-12)
+    out = np.empty(xte.shape[0], dtype=np.int64)
+    for s in range(0, xte.shape[0], chunk):  # chunks bound the (chunk, N) similarity matrix
+        sim = xte[s : s + chunk] @ xtr.T
+        nn_idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]  # (m, k)
+        nn_sim = np.take_along_axis(sim, nn_idx, axis=1)
+        nn_lab = ytr_idx[nn_idx]
+        m = nn_idx.shape[0]
+        rows = np.repeat(np.arange(m), k)
+        votes = np.zeros((m, n_labels))
+        sims = np.zeros((m, n_labels))
+        np.add.at(votes, (rows, nn_lab.ravel()), 1.0)
+        np.add.at(sims, (rows, nn_lab.ravel()), nn_sim.ravel())
+        # Among the classes with the most votes, take the largest summed
+        # similarity; np.argmax returns the first (smallest label) on a tie.
+        top = votes == votes.max(axis=1, keepdims=True)
+        out[s : s + m] = np.argmax(np.where(top, sims, -np.inf), axis=1)
+    return labels[out]
+
+
+def knn_eval(train_x: Any, train_y: Any, test_x: Any, test_y: Any, k: int = 5) -> dict:
+    """Accuracy of :func:`knn_predict` on ``test_y``: ``{"accuracy", "k", "n_test"}``."""
+    pred = knn_predict(train_x, train_y, test_x, k=k)
+    yte = _np(test_y, np.int64)
+    return {"accuracy": accuracy(pred, yte), "k": int(k), "n_test": int(yte.size)}
