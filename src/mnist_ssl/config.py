@@ -30,7 +30,8 @@ class ModelConfig:
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
-    dropout: float = 0.1
+    dropout: float = 0.1  # in the feed-forward network and after attention
+    attn_dropout: float = 0.0  # on the attention weights
     pos_embed: str = "sincos"  # "sincos" (fixed 2-D sin-cos) or "learned"
     # Clips: an image is a clip of one frame. ``frames`` > 1 makes a video model
     # whose inputs are (B, C, T, H, W); ``tubelet`` frames share one token.
@@ -55,8 +56,9 @@ class ModelConfig:
             raise ConfigError(f"model.dim={self.dim} must be a multiple of 4 for sin-cos position embeddings")
         if self.mlp_ratio <= 0:
             raise ConfigError(f"model.mlp_ratio={self.mlp_ratio} must be > 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+        for name in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be in [0, 1)")
         _choice(self, "pos_embed", ("sincos", "learned"))
         if self.frames < 1:
             raise ConfigError(f"model.frames={self.frames} must be >= 1")

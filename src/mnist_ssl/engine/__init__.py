@@ -1,0 +1,1 @@
+"""The training engine: loop, optimiser and schedule, checkpoints, callbacks."""

@@ -1,0 +1,118 @@
+"""Callbacks hung off the engine: console lines, JSONL log, progress bar."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from mnist_ssl.errors import MnistSSLError
+
+
+class TrainingInterrupted(MnistSSLError):
+    """Raised by the engine when a stop was requested (Ctrl-C / SIGTERM)."""
+
+    def __init__(self, phase: str, epoch: int) -> None:
+        super().__init__(f"{phase} interrupted during epoch {epoch}")
+        self.phase = phase
+        self.epoch = epoch
+
+
+class ConsolePrinter:
+    """Prints ``Epoch k/N, <label>: x`` per epoch, as the source document does."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, extra_terms: bool = False) -> None:
+        self.label = label
+        self.stream = stream
+        self.extra_terms = extra_terms
+
+    def on_step(self, state) -> None:
+        pass
+
+    def on_epoch_end(self, state, record: dict) -> None:
+        line = f"Epoch {record['epoch']}/{record['epochs']}, {self.label}: {record['loss']}"
+        if self.extra_terms and len(record["terms"]) > 1:
+            line += " (" + ", ".join(f"{k} {v:.4f}" for k, v in record["terms"].items()) + ")"
+        stream = self.stream or sys.stdout
+        if isinstance(stream, ProgressBar):
+            stream.write_line(line)
+        else:
+            print(line, file=stream, flush=True)
+
+
+class JSONLLogger:
+    """Appends one JSON object per epoch to ``path`` (the run's log.jsonl)."""
+
+    def __init__(self, path: str | Path, **fixed) -> None:
+        self.path = Path(path)
+        self.fixed = fixed
+
+    def on_step(self, state) -> None:
+        pass
+
+    def on_epoch_end(self, state, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({**self.fixed, **record}) + "\n")
+
+
+class ProgressBar:
+    """One bar for a whole job, drawn on stderr only when it is a terminal.
+
+    ``total`` counts steps over every (method, seed, phase); the engine calls
+    :meth:`on_step` through the callback protocol. Lines printed through
+    :meth:`write_line` appear above the bar.
+    """
+
+    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        self.total = max(1, total)
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.desc = ""
+        self.t0 = time.perf_counter()
+        self._last = 0.0
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+        self._draw(force=True)
+
+    def on_step(self, state) -> None:
+        self.done += 1
+        self._draw()
+
+    def on_epoch_end(self, state, record: dict) -> None:
+        pass
+
+    def advance(self, steps: int) -> None:
+        self.done += steps
+        self._draw(force=True)
+
+    def write_line(self, line: str) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+        print(line, flush=True)
+        self._draw(force=True)
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        frac = min(1.0, self.done / self.total)
+        elapsed = now - self.t0
+        eta = elapsed / frac - elapsed if frac > 0 else 0.0
+        width = 30
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        self.stream.write(f"\r\033[K[{bar}] {100 * frac:5.1f}% {self.desc} "
+                          f"{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

@@ -1,0 +1,39 @@
+"""The one interface every objective implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ObjectiveOutput:
+    """What the engine reads from an objective's forward pass.
+
+    loss: scalar tensor to minimise. terms: named parts of the loss (detached
+    or not) that are logged per epoch, e.g. {"mae": ..., "nce": ...}.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """A training objective around the shared encoder.
+
+    Subclasses set ``views`` (how many augmented views of each image the
+    engine must pass) and ``loss_label`` (the name printed per epoch, as the
+    source document prints it), and implement :meth:`forward`.
+    """
+
+    views: int = 1
+    loss_label: str = "Loss"
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> ObjectiveOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def visualize(self, images: torch.Tensor, path: str) -> None:
+        """Write a figure showing what the objective does to ``images`` (optional)."""

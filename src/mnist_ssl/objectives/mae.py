@@ -1,0 +1,179 @@
+"""Masked autoencoding of image patches, in the source document's way and the MAE paper's.
+
+- ``masking="zero"`` (the document): masked patches are set to zero in the
+  input image, the whole sequence is encoded, a linear reconstruction layer
+  predicts every patch, the loss is taken over the masked patches.
+- ``masking="drop"`` (He et al., 2021): a per-sample random shuffle keeps a
+  subset of tokens; the encoder sees the CLS token and the visible patches
+  only; a small transformer decoder with a mask token and its own position
+  embedding reconstructs every patch; the loss is taken over the masked patches.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mnist_ssl.config import MAEConfig
+from mnist_ssl.models.layers import Block, init_weights
+from mnist_ssl.models.patch_embed import PositionEmbedding
+from mnist_ssl.models.vit import ViTEncoder
+from mnist_ssl.objectives.base import Objective, ObjectiveOutput
+
+
+def random_masking(batch: int, num_patches: int, mask_ratio: float, device: torch.device):
+    """Per-sample random masking by shuffling noise (the MAE reference's method).
+
+    Returns
+        keep_idx: (B, K) indices of visible patches, K = round(N * (1 - ratio)), at least 1
+        mask: (B, N) float, 1 = masked, 0 = visible, in the original patch order
+        restore_idx: (B, N) permutation that puts [visible, masked] back in patch order
+    """
+    num_keep = max(1, min(num_patches - 1, int(round(num_patches * (1 - mask_ratio)))))
+    noise = torch.rand(batch, num_patches, device=device)
+    shuffle_idx = torch.argsort(noise, dim=1)
+    restore_idx = torch.argsort(shuffle_idx, dim=1)
+    keep_idx = shuffle_idx[:, :num_keep]
+    mask = torch.ones(batch, num_patches, device=device)
+    mask[:, :num_keep] = 0
+    mask = torch.gather(mask, 1, restore_idx)
+    return keep_idx, mask, restore_idx
+
+
+def patch_targets(patches: torch.Tensor, norm_pix: bool) -> torch.Tensor:
+    """Reconstruction targets (B, N, P): raw pixels, or each patch normalised to zero mean, unit variance.
+
+    The 1e-6 keeps all-black patches (variance 0, common in MNIST) finite: they become zeros.
+    """
+    if not norm_pix:
+        return patches
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True, unbiased=False)
+    return (patches - mean) / (var + 1e-6).sqrt()
+
+
+def masked_reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                               kind: str = "mse") -> torch.Tensor:
+    """Mean over masked patches of the per-patch mean error.
+
+    pred, target: (B, N, P); mask: (B, N), 1 = masked. Visible patches contribute nothing.
+    """
+    err = (pred - target).abs() if kind == "l1" else (pred - target) ** 2
+    per_patch = err.mean(dim=-1)
+    return (per_patch * mask).sum() / mask.sum().clamp(min=1)
+
+
+class MaskDecoder(nn.Module):
+    """The MAE paper's decoder: embed visible tokens, insert mask tokens, transformer, predict pixels.
+
+    latent: (B, 1 + K, D) from the encoder; restore_idx: (B, N) -> pixels (B, N, P).
+    """
+
+    def __init__(self, encoder: ViTEncoder, dim: int, depth: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        cfg = encoder.cfg
+        self.embed = nn.Linear(encoder.dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        # Fixed sin-cos, as in the reference: the decoder is thrown away anyway.
+        self.pos_embed = PositionEmbedding(dim, cfg.grid, cfg.frames // cfg.tubelet, "sincos")
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, 0.0) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.pred = nn.Linear(dim, encoder.patch_dim)
+        self.apply(init_weights)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, latent: torch.Tensor, restore_idx: torch.Tensor) -> torch.Tensor:
+        x = self.embed(latent)
+        B, N = restore_idx.shape
+        cls, visible = x[:, :1], x[:, 1:]
+        masks = self.mask_token.expand(B, N - visible.shape[1], -1)
+        x = torch.cat([visible, masks], dim=1)
+        x = torch.gather(x, 1, restore_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = torch.cat([cls, x + self.pos_embed()], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.pred(self.norm(x))[:, 1:]
+
+
+class MAE(Objective):
+    """Masked autoencoder around the shared encoder. views: [images (B, C, H, W)]."""
+
+    views = 1
+    loss_label = "Loss"
+
+    def __init__(self, encoder: ViTEncoder, cfg: MAEConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.encoder = encoder
+        self.cfg = cfg
+        if cfg.masking == "zero":
+            # The document's "reconstruction layer": one linear map per token.
+            self.decoder = nn.Linear(encoder.dim, encoder.patch_dim)
+            init_weights(self.decoder)
+        else:
+            self.decoder = MaskDecoder(encoder, cfg.decoder_dim, cfg.decoder_depth,
+                                       cfg.decoder_heads, encoder.cfg.mlp_ratio)
+
+    # ----- the method's stages ------------------------------------------
+    def forward_encoder(self, x: torch.Tensor):
+        """x: images or clips -> (latent (B, 1+N', D), mask (B, N), restore_idx (B, N) or None)."""
+        B = x.shape[0]
+        keep_idx, mask, restore_idx = random_masking(B, self.encoder.num_patches, self.cfg.mask_ratio, x.device)
+        if self.cfg.masking == "zero":
+            patches = self.encoder.patchify(x) * (1 - mask).unsqueeze(-1)
+            return self.encoder.encode(self.encoder.unpatchify(patches)), mask, None
+        return self.encoder.encode(x, keep_idx=keep_idx), mask, restore_idx
+
+    def forward_decoder(self, latent: torch.Tensor, restore_idx: torch.Tensor | None) -> torch.Tensor:
+        """-> predicted patches (B, N, P)."""
+        if restore_idx is None:
+            return self.decoder(latent[:, 1:])
+        return self.decoder(latent, restore_idx)
+
+    def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        target = patch_targets(self.encoder.patchify(x), self.cfg.norm_pix_loss)
+        return masked_reconstruction_loss(pred, target, mask, self.cfg.loss)
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> ObjectiveOutput:
+        x = views[0]
+        latent, mask, restore_idx = self.forward_encoder(x)
+        pred = self.forward_decoder(latent, restore_idx)
+        loss = self.forward_loss(x, pred, mask)
+        return ObjectiveOutput(loss, {"mae": loss.detach()})
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor):
+        """-> (masked input, reconstruction) as images/clips; visible patches pasted from the input."""
+        latent, mask, restore_idx = self.forward_encoder(x)
+        pred = self.forward_decoder(latent, restore_idx)
+        patches = self.encoder.patchify(x)
+        if self.cfg.norm_pix_loss:
+            # Undo the per-patch normalisation with the true statistics, to show pixels.
+            mean = patches.mean(-1, keepdim=True)
+            std = (patches.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+            pred = pred * std + mean
+        m = mask.unsqueeze(-1)
+        masked = self.encoder.unpatchify(patches * (1 - m))
+        recon = self.encoder.unpatchify(patches * (1 - m) + pred.clamp(0, 1) * m)
+        return masked, recon
+
+    @torch.no_grad()
+    def visualize(self, images: torch.Tensor, path: str) -> None:
+        from mnist_ssl.report.plots import plot_clip_reconstruction, plot_reconstruction
+
+        was_training = self.training
+        self.eval()
+        masked, recon = self.reconstruct(images)
+        self.train(was_training)
+        if masked.dim() == 5:
+            clip = self.encoder.as_clip(images)
+            plot_clip_reconstruction(clip[:, 0].cpu().numpy(), masked[:, 0].cpu().numpy(),
+                                     recon[:, 0].cpu().numpy(), path)
+        else:
+            plot_reconstruction(images[:, 0].cpu().numpy(), masked[:, 0].cpu().numpy(),
+                                recon[:, 0].cpu().numpy(), path)
+
+
+def build(encoder: ViTEncoder, cfg) -> MAE:
+    return MAE(encoder, cfg.mae)
+

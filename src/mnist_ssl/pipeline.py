@@ -1,0 +1,348 @@
+"""One experiment: pretrain -> fine-tune -> evaluate, for one (method, seed), into a run folder.
+
+This is the library function behind ``mnist-ssl pretrain``, ``finetune`` and
+``reproduce``; the CLI only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mnist_ssl.config import RunConfig
+from mnist_ssl.data.augment import Augmenter
+from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
+from mnist_ssl.engine.checkpoint import atomic_write_text, save_checkpoint
+from mnist_ssl.engine.loop import train
+from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
+from mnist_ssl.objectives.registry import build_objective, get_method
+from mnist_ssl.objectives.supervised import Supervised
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu; an unavailable explicit device is refused."""
+    from mnist_ssl.errors import ConfigError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps: no MPS device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_threads(threads: int) -> None:
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class RunData:
+    """The tensors one run trains and tests on, already on the device.
+
+    train_images/test_images: uint8 (N, 1, 28, 28); *_targets: class indices 0..K-1.
+    pretrain_images: what pretraining sees (no labels).
+    """
+
+    train_images: torch.Tensor
+    train_targets: torch.Tensor
+    test_images: torch.Tensor
+    test_targets: torch.Tensor
+    pretrain_images: torch.Tensor
+    classes: list[int]
+
+
+def prepare_data(cfg: RunConfig, device: torch.device) -> RunData:
+    from mnist_ssl.data import class_index, load_splits
+
+    train_split, test_split = load_splits(cfg.data, cfg.seed)
+    classes = list(cfg.data.classes) if cfg.data.classes is not None else list(range(10))
+    tr_y = class_index(train_split.labels, classes)
+    te_y = class_index(test_split.labels, classes)
+    train_images = train_split.images.to(device)
+    return RunData(train_images, tr_y.to(device), test_split.images.to(device), te_y.to(device),
+                   train_images, classes)
+
+
+def make_view(cfg_aug, model_cfg, clip_builder: Callable | None = None) -> Callable | None:
+    """The phase's view function: augmentation, then (for clip models) clip construction."""
+    augment = Augmenter(cfg_aug) if cfg_aug.enabled else None
+    if augment is None and clip_builder is None:
+        return None
+
+    def view(x: torch.Tensor) -> torch.Tensor:
+        if augment is not None:
+            x = augment(x)
+        return clip_builder(x) if clip_builder is not None else x
+
+    return view
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    model.eval()
+    out = [model(images_u8[i:i + batch_size].float().div_(255.0)) for i in range(0, len(images_u8), batch_size)]
+    return torch.cat(out).float().cpu()
+
+
+def _callbacks(cfg: RunConfig, log_path: Path, label: str, quiet: bool, progress) -> list:
+    cbs: list = [JSONLLogger(log_path, method=cfg.method, seed=cfg.seed)]
+    if not quiet:
+        cbs.append(ConsolePrinter(label, stream=progress, extra_terms=True))
+    if progress is not None:
+        cbs.append(progress)
+    return cbs
+
+
+def _say(text: str, quiet: bool, progress) -> None:
+    if quiet:
+        return
+    if progress is not None:
+        progress.write_line(text)
+    else:
+        print(text, flush=True)
+
+
+def pretrain_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: Path, *,
+                   quiet: bool = False, progress=None,
+                   stop_requested: Callable[[], bool] = lambda: False) -> float | None:
+    """Pretrain ``encoder`` with the method's objective (in place); save ``pretrained.*`` and a figure.
+
+    Returns the wall time in seconds, or None for a method without pretraining.
+    """
+    spec = get_method(cfg.method)
+    objective = build_objective(cfg, encoder)
+    if objective is None:
+        return None
+    device = data.train_images.device
+    objective.to(device)
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed)
+    train(objective, data.pretrain_images, None, cfg.pretrain, phase="pretrain",
+          view=make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg)),
+          callbacks=_callbacks(cfg, run_dir / "log.jsonl", objective.loss_label, quiet, progress),
+          stop_requested=stop_requested)
+    elapsed = time.perf_counter() - t0
+    save_checkpoint(run_dir / "pretrained", objective, kind="objective", model=cfg.model,
+                    extra={"method": cfg.method, "classes": data.classes, "run_config": cfg.to_dict()})
+    figure = "reconstruction.png" if spec.masked else "views.png"
+    torch.manual_seed(cfg.seed)
+    objective.visualize(data.test_images[:8].float() / 255.0, str(run_dir / figure))
+    return elapsed
+
+
+def frozen_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: Path) -> dict:
+    """Linear probe and kNN on frozen CLS features (eval mode, no masking); saves features.npz."""
+    from mnist_ssl.evaluation.probe import extract_features, knn_eval, linear_probe
+
+    frozen: dict = {}
+    if not (cfg.eval.linear_probe or cfg.eval.knn):
+        return frozen
+    tr_x = extract_features(encoder, data.train_images.float() / 255.0)
+    te_x = extract_features(encoder, data.test_images.float() / 255.0)
+    tr_y, te_y = data.train_targets.cpu().numpy(), data.test_targets.cpu().numpy()
+    if cfg.eval.linear_probe:
+        frozen["linear_probe"] = linear_probe(tr_x, tr_y, te_x, te_y, C=cfg.eval.probe_c)
+    if cfg.eval.knn:
+        frozen["knn"] = knn_eval(tr_x, tr_y, te_x, te_y, k=cfg.eval.knn_k)
+    np.savez_compressed(run_dir / "features.npz", x=np.asarray(te_x, dtype=np.float32), y=te_y)
+    return frozen
+
+
+def finetune_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: Path, *,
+                   quiet: bool = False, progress=None,
+                   stop_requested: Callable[[], bool] = lambda: False) -> tuple[ViTClassifier, Path, float]:
+    """Fine-tune the whole network with cross-entropy on the CLS token; save ``finetuned.*``."""
+    t0 = time.perf_counter()
+    classifier = ViTClassifier(encoder, len(data.classes)).to(data.train_images.device)
+    seed_everything(cfg.seed + 1)
+    train(Supervised(classifier, cfg.finetune.label_smoothing), data.train_images, data.train_targets,
+          cfg.finetune, phase="finetune", view=make_view(cfg.finetune_augment, cfg.model, _clip_builder(cfg)),
+          callbacks=_callbacks(cfg, run_dir / "log.jsonl", "Train Loss", quiet, progress),
+          stop_requested=stop_requested)
+    elapsed = time.perf_counter() - t0
+    model_cfg = dataclasses.replace(cfg.model, num_classes=len(data.classes))
+    ckpt = save_checkpoint(run_dir / "finetuned", classifier, kind="classifier", model=model_cfg,
+                           extra={"method": cfg.method, "classes": data.classes, "run_config": cfg.to_dict()})
+    return classifier, ckpt, elapsed
+
+
+def test_stage(classifier: ViTClassifier, data: RunData) -> dict:
+    from mnist_ssl.evaluation.metrics import classification_metrics
+
+    logits = predict_logits(classifier, data.test_images)
+    return classification_metrics(logits, data.test_targets.cpu(), data.classes)
+
+
+def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
+                   progress=None, stop_requested: Callable[[], bool] = lambda: False,
+                   data: RunData | None = None, encoder: ViTEncoder | None = None) -> dict:
+    """Pretrain (if the method does and no ``encoder`` is given), fine-tune, evaluate.
+
+    Writes everything under ``run_dir`` and returns this run's metrics (the
+    RunMetrics of docs/design.md).
+    """
+    from mnist_ssl.evaluation.metrics import format_confusion
+    from mnist_ssl.report.plots import plot_confusion, plot_loss_curves
+
+    cfg.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    t_start = time.perf_counter()
+    if data is None:
+        data = prepare_data(cfg, device)
+    atomic_write_text(run_dir / "config.json", cfg.to_json())
+    (run_dir / "log.jsonl").unlink(missing_ok=True)
+    times: dict[str, float] = {}
+    kw = dict(quiet=quiet, progress=progress, stop_requested=stop_requested)
+
+    if encoder is None:
+        encoder = ViTEncoder(cfg.model).to(device)
+        t = pretrain_stage(cfg, encoder, data, run_dir, **kw)
+        if t is not None:
+            times["pretrain"] = t
+    t0 = time.perf_counter()
+    frozen = frozen_stage(cfg, encoder, data, run_dir)
+    frozen_time = time.perf_counter() - t0
+    classifier, ckpt, times["finetune"] = finetune_stage(cfg, encoder, data, run_dir, **kw)
+    t0 = time.perf_counter()
+    metrics = test_stage(classifier, data)
+    times["eval"] = time.perf_counter() - t0 + frozen_time
+    times["total"] = time.perf_counter() - t_start
+    metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **frozen,
+               "checkpoint": str(ckpt), "wall_time_s": {k: round(v, 3) for k, v in times.items()}}
+    _say(f"Test Accuracy: {100 * metrics['accuracy']:.2f}%\nConfusion Matrix:\n"
+         f"{format_confusion(np.array(metrics['confusion']))}", quiet, progress)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    plot_loss_curves({p: [r["loss"] for r in history if r["phase"] == p] for p in ("pretrain", "finetune")},
+                     str(run_dir / "loss_curve.png"), f"{cfg.method}, seed {cfg.seed}")
+    plot_confusion(np.array(metrics["confusion"]), data.classes, str(run_dir / "confusion.png"),
+                   f"{cfg.method}, seed {cfg.seed}: {100 * metrics['accuracy']:.2f}%")
+    return metrics
+
+
+def _clip_builder(cfg: RunConfig) -> Callable | None:
+    """Clip construction for video models (frames > 1); None for image models."""
+    if cfg.model.frames == 1:
+        return None
+    from mnist_ssl.data.clips import make_clips
+
+    return lambda x: make_clips(x, cfg.model.frames, cfg.videomae.clip_mode)
+
+
+# ----- the single-stage commands ----------------------------------------------
+def pretrain_only(cfg: RunConfig, out_dir: str | Path, *, quiet: bool = False) -> Path:
+    """``mnist-ssl pretrain``: pretrain only; returns the pretrained checkpoint's path."""
+    from mnist_ssl.errors import ConfigError
+
+    cfg.validate()
+    if get_method(cfg.method).build is None:
+        raise ConfigError(f"method {cfg.method!r} has no pretraining; use 'mnist-ssl reproduce --methods {cfg.method}'")
+    out_dir = Path(out_dir)
+    setup_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = prepare_data(cfg, device)
+    atomic_write_text(out_dir / "config.json", cfg.to_json())
+    (out_dir / "log.jsonl").unlink(missing_ok=True)
+    encoder = ViTEncoder(cfg.model).to(device)
+    pretrain_stage(cfg, encoder, data, out_dir, quiet=quiet)
+    return out_dir / "pretrained.safetensors"
+
+
+def finetune_from(checkpoint: str | Path, args, out_dir: str | Path, *, quiet: bool = False) -> dict:
+    """``mnist-ssl finetune``: load a pretrained encoder, fine-tune, test; the run config comes
+    from the checkpoint, then the command line's flags and --set on top."""
+    from mnist_ssl.cli import build_config
+    from mnist_ssl.config import RunConfig, merge
+    from mnist_ssl.engine.checkpoint import load_encoder
+
+    encoder, meta = load_encoder(checkpoint)
+    saved = meta.get("run_config") or {}
+    if getattr(args, "config", None):
+        from mnist_ssl.config import load_config_file
+
+        saved = merge(saved, load_config_file(args.config))
+    base = RunConfig.from_dict(saved) if saved else RunConfig(method=meta.get("method", "mae"))
+    ns = dict(vars(args))
+    ns["config"] = None
+    cfg = _config_on(base, ns, build_config)
+    cfg.model = encoder.cfg
+    device = resolve_device(cfg.device)
+    return run_experiment(cfg, out_dir, quiet=quiet, encoder=encoder.to(device))
+
+
+def _config_on(base: RunConfig, ns: dict, build_config) -> RunConfig:
+    """Apply the CLI flags in ``ns`` on top of ``base`` (instead of the method preset)."""
+    import argparse
+    import os
+    import tempfile
+
+    from mnist_ssl.engine.checkpoint import atomic_write_text as _write
+
+    fd, tmp = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        _write(tmp, base.to_json())
+        ns = dict(ns, config=tmp)
+        return build_config(argparse.Namespace(**ns), None)
+    finally:
+        os.unlink(tmp)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, data: str = "embedded", dataset: str = "mnist",
+                        classes: list[int] | None = None, classes_given: bool = False,
+                        test_per_class="keep", all_test: bool = False, seed: int = 0,
+                        threads: int = 1) -> dict:
+    """``mnist-ssl evaluate``: test a fine-tuned classifier on the test split of ``data``."""
+    from mnist_ssl.config import DataConfig
+    from mnist_ssl.data import class_index, load_test_split
+    from mnist_ssl.engine.checkpoint import load_classifier
+    from mnist_ssl.errors import ConfigError
+    from mnist_ssl.evaluation.metrics import classification_metrics
+
+    setup_threads(threads)
+    model, meta = load_classifier(checkpoint)
+    ckpt_classes = list(meta.get("classes") or range(model.cfg.num_classes))
+    if classes_given:
+        wanted = list(range(10)) if classes is None else classes
+        foreign = [c for c in wanted if c not in ckpt_classes]
+        if foreign:
+            raise ConfigError(f"--classes: the checkpoint was trained on {ckpt_classes}, "
+                              f"it cannot predict {foreign}")
+    else:
+        wanted = ckpt_classes
+    data_cfg = DataConfig(source=data, dataset=dataset, classes=wanted)
+    if test_per_class != "keep":
+        data_cfg.test_per_class = test_per_class
+    data_cfg.validate()
+    split = load_test_split(data_cfg, seed, all_test=all_test)
+    targets = class_index(split.labels, ckpt_classes)
+    logits = predict_logits(model, split.images)
+    result = classification_metrics(logits, targets, ckpt_classes)
+    result["n"] = result["n_test"]
+    result["classes"] = ckpt_classes
+    return result
