@@ -38,6 +38,11 @@ class ModelConfig:
     frames: int = 1
     tubelet: int = 1
     num_classes: int = 0  # 0: encoder only (pretraining); set at fine-tuning
+    # Pixels in [0, 1] are standardised inside the encoder (MNIST's statistics by
+    # default): centred inputs train markedly better than raw [0, 1] pixels
+    # (docs/results.md), and reconstruction targets stay in pixel space.
+    pixel_mean: float = 0.1307
+    pixel_std: float = 0.3081
 
     def validate(self) -> None:
         _positive(self, "image_size", "in_chans", "patch_size", "dim", "depth", "heads")
@@ -66,6 +71,8 @@ class ModelConfig:
             raise ConfigError(
                 f"model.tubelet={self.tubelet} does not divide model.frames={self.frames}"
             )
+        if not self.pixel_std > 0:
+            raise ConfigError(f"model.pixel_std={self.pixel_std} must be > 0")
         if self.num_classes < 0:
             raise ConfigError(f"model.num_classes={self.num_classes} must be >= 0")
 
@@ -126,12 +133,17 @@ class AugmentConfig:
     shear: float = 0.0  # degrees
     noise: float = 0.0  # std of added Gaussian noise
     erase: float = 0.0  # probability of erasing one random rectangle
-    elastic: float = 0.0  # elastic distortion strength (pixels); 0 = off
+    elastic: float = 0.0  # elastic distortion: RMS displacement in pixels; 0 = off
+    elastic_sigma: float = 4.0  # smoothness of the elastic field: Gaussian sigma in pixels
 
     def validate(self, where: str) -> None:
         for name in ("rotate", "translate", "shear", "noise", "elastic"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{where}.{name}={getattr(self, name)} must be >= 0")
+        if not self.elastic_sigma > 0:
+            raise ConfigError(f"{where}.elastic_sigma={self.elastic_sigma} must be > 0")
+        if self.shear >= 90:
+            raise ConfigError(f"{where}.shear={self.shear} must be < 90 degrees")
         if not 0 < self.scale_min <= self.scale_max:
             raise ConfigError(
                 f"{where}: need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}"
@@ -214,10 +226,14 @@ class MAEInfoNCEConfig:
 
     w_mae: float = 1.0
     w_nce: float = 0.1
+    # What InfoNCE compares: the CLS tokens of the two masked views the MAE term
+    # encodes ("masked", no extra encoder pass) or of the two unmasked views ("unmasked").
+    nce_input: str = "masked"
 
     def validate(self, where: str = "mae_infonce") -> None:
         if self.w_mae < 0 or self.w_nce < 0 or self.w_mae + self.w_nce == 0:
             raise ConfigError(f"{where}: weights must be >= 0 and not both 0")
+        _choice(self, "nce_input", ("masked", "unmasked"), where=where)
 
 
 @dataclass

@@ -75,8 +75,9 @@ class ViTEncoder(nn.Module):
 
     # ----- encoding ------------------------------------------------------
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch tokens with position embedding, no CLS: (B, N, D)."""
-        return self.patch_embed(self.as_clip(x)) + self.pos_embed()
+        """Patch tokens with position embedding, no CLS: (B, N, D). x holds pixels in [0, 1]."""
+        x = (self.as_clip(x) - self.cfg.pixel_mean) / self.cfg.pixel_std
+        return self.patch_embed(x) + self.pos_embed()
 
     def encode(self, x: torch.Tensor, keep_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Encode images or clips; returns (B, 1 + N_kept, D), CLS first, after the final norm.
