@@ -117,6 +117,9 @@ def test_report_from_a_fake_run_folder(tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "<script" not in page and "<link" not in page
     assert not list(tmp_path.glob(".tmp-*")) and not list((tmp_path / "figures").glob(".tmp-*"))
+    # Temporary files are created 0600; the finished report must be readable by others.
+    for path in [md_path, html_path] + [tmp_path / "figures" / n for n in FIGURES]:
+        assert Path(path).stat().st_mode & 0o044 == 0o044, path
 
 
 def test_report_of_only_mae_without_baselines_or_optional_files(tmp_path):

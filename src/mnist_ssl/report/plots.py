@@ -27,7 +27,7 @@ matplotlib.use("Agg")  # no display: the toolkit runs on servers and in CI
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator  # noqa: E402
 
 __all__ = [
     "plot_loss_curves",
@@ -57,6 +57,9 @@ def _save(fig: Figure, path: str | os.PathLike) -> str:
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=DPI)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not land before the bytes do
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a report is meant to be read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -99,6 +102,10 @@ def _log_scale_if_positive(ax: Any, values: np.ndarray) -> None:
     finite = values[np.isfinite(values)]
     if finite.size and (finite > 0).all():
         ax.set_yscale("log")
+        # Plain numbers ("0.3", "1.1"), not "3x10^-1": losses often span less
+        # than a decade, where matplotlib labels only minor ticks.
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.5)))
 
 
 def plot_loss_curves(logs_by_phase: Mapping[str, Sequence[Any]], path: str, title: str = "") -> str:

@@ -90,8 +90,20 @@ class RunFolder:
                 for e in by_seed.values():
                     if e.get("classes"):
                         return list(e["classes"])
-        data = (self.metrics.get("config") or {}).get("data") or {}
-        return data.get("classes")
+        return _config_value(self.metrics.get("config"), "data", {}).get("classes")
+
+
+def _config_value(config: Any, key: str, default: Any = None) -> Any:
+    """``config[key]`` of a job config that is one RunConfig dict or a dict
+    method -> RunConfig dict (then the first method's value)."""
+    if not isinstance(config, dict):
+        return default
+    if key in config:
+        return config[key]
+    for sub in config.values():
+        if isinstance(sub, dict) and key in sub:
+            return sub[key]
+    return default
 
 
 def load_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -377,6 +389,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not land before the bytes do
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a report is meant to be read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -540,12 +555,18 @@ def _provenance_section(folder: RunFolder) -> list[Any]:
     cmd_text = shlex.join(cmd) if isinstance(cmd, list) else str(cmd or "–")
     machine = mt.get("machine") if isinstance(mt.get("machine"), dict) else {}
     config = mt.get("config") if isinstance(mt.get("config"), dict) else {}
-    threads = machine.get("threads", mt.get("threads", config.get("threads", "–")))
-    blocks: list[Any] = [
-        _Heading(2, "Provenance"),
-        _Table(["item", "value"], [["command", cmd_text], ["created", str(mt.get("created", "–"))],
-                                   ["threads", str(threads)]]),
-    ]
+    threads = next((d[k] for d, k in ((machine, "threads"), (machine, "torch_threads"), (mt, "threads"))
+                    if k in d), _config_value(config, "threads", "–"))
+    items = [["command", cmd_text], ["created", str(mt.get("created", "–"))]]
+    # Optional job-level fields a writer may add: shown when present.
+    for key, label in (("finished", "finished"), ("wall_time_s", "job wall time (s)"), ("seeds", "seeds"),
+                       ("complete", "complete")):
+        if key in mt:
+            items.append([label, mt[key] if isinstance(mt[key], str) else json.dumps(mt[key])])
+    items.append(["threads", str(threads)])
+    blocks: list[Any] = [_Heading(2, "Provenance"), _Table(["item", "value"], items)]
+    if mt.get("complete") is False:
+        blocks.insert(1, _Text("The job was interrupted: this report covers the runs that finished."))
     versions = mt.get("versions") if isinstance(mt.get("versions"), dict) else {}
     if versions:
         blocks += [_Heading(3, "Versions"), _Table(["package", "version"], [[k, str(v)] for k, v in sorted(versions.items())])]
