@@ -159,6 +159,16 @@ def test_per_run_file_disagreeing_with_metrics_json_is_flagged(tmp_path):
     assert any("differs from metrics.json" in n for n in folder.notes)
 
 
+def test_runs_missing_from_metrics_json_are_included_and_listed(tmp_path):
+    make_run_folder(tmp_path, methods=("mae",), seeds=(0, 1), baselines=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["runs"] = metrics["runs"][:1]  # the job was killed before recording seed 1
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    folder = collect(tmp_path)
+    assert sorted(folder.runs["mae"]) == [0, 1]
+    assert folder.notes == ["runs/mae/seed1/metrics.json: run not in metrics.json; included"]
+
+
 def test_missing_or_corrupt_metrics_json_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         build_report(tmp_path / "nowhere")

@@ -17,7 +17,8 @@ and listed under "Checks" at the end of the report; only a missing or corrupt
 ``metrics.json`` stops it (:class:`~mnist_ssl.errors.DataError`).
 
 Run entries come from ``metrics.json["runs"]`` first; per-run
-``metrics.json`` files add runs it lacks and are checked against it.
+``metrics.json`` files add runs it lacks (listed under "Checks": a job killed
+before its last write) and are checked against it.
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ def collect(run_dir: str | os.PathLike) -> RunFolder:
             folder.notes.append(f"{rel}: says method {e['method']!r} seed {e['seed']}, its folder says otherwise")
         known = runs[e["method"]].get(e["seed"])
         if known is None:
+            # Typically a run finished after metrics.json was last written (a
+            # killed job); it could also be left over from another job: say so.
+            folder.notes.append(f"{rel}: run not in metrics.json; included")
             runs[e["method"]][e["seed"]] = e
         elif abs(known["accuracy"] - e["accuracy"]) > 1e-9:
             folder.notes.append(
@@ -226,6 +230,7 @@ def collect(run_dir: str | os.PathLike) -> RunFolder:
                 continue
             known = bases[e["method"]].get(e["seed"])
             if known is None:
+                folder.notes.append(f"{rel}[{i}]: {e['method']} seed {e['seed']} not in metrics.json; included")
                 bases[e["method"]][e["seed"]] = e
             elif abs(known["accuracy"] - e["accuracy"]) > 1e-9:
                 folder.notes.append(f"{rel}[{i}]: accuracy differs from metrics.json; metrics.json used")
