@@ -43,6 +43,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="torch threads (default: 1 per process on CPU; results depend on it)")
     g.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
     g.add_argument("--overwrite", action="store_true", help="allow writing into an existing output folder")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels only, also on CUDA (slower; CPU runs are bit-identical anyway)")
     g.add_argument("--quiet", "-q", action="store_true", help="no per-epoch lines")
 
 
@@ -110,6 +112,8 @@ def build_config(args: argparse.Namespace, method: str | None = None):
         sets.append(f"device={json.dumps(args.device)}")
     if getattr(args, "seed", None) is not None:
         sets.append(f"seed={args.seed}")
+    if getattr(args, "deterministic", False):
+        sets.append("deterministic=true")
     cfg = apply_overrides(cfg, sets + list(getattr(args, "set", []) or []))
     if cfg.threads == 0:
         # One thread per process by default: the same seed gives the same numbers
@@ -137,9 +141,16 @@ def prepare_out_dir(path: str, overwrite: bool, resume: bool = False) -> Path:
 
 # ----- commands -------------------------------------------------------------
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from mnist_ssl.objectives.registry import method_names
     from mnist_ssl.reproduce import reproduce
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError(f"--methods {args.methods!r}: no method given; choose from {', '.join(method_names())}")
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
+    if args.first_seed < 0:
+        raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
     configs = {m: build_config(args, m) for m in methods}
     out = prepare_out_dir(args.out, args.overwrite, getattr(args, "resume", False))
     reproduce(configs, out, seeds=args.seeds, first_seed=args.first_seed, baselines=not args.no_baselines,
@@ -212,10 +223,17 @@ def _command_line() -> str:
 
 
 # ----- parser ---------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit 2), like every other bad input; sub-commands inherit it."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mnist_ssl.objectives.registry import method_names
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mnist-ssl",
         description="Self-supervised Vision Transformers on MNIST-family images.",
     )
@@ -234,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
     p.add_argument("--no-baselines", action="store_true", help="skip the raw-pixel baselines")
     p.add_argument("--no-report", action="store_true", help="skip report.md/report.html")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted job in --out: finished runs are kept, an unfinished run "
+                        "continues from its last completed epoch (same flags required)")
     _add_data_args(p)
     _add_run_args(p)
     p.set_defaults(func=cmd_reproduce, seed=None)
@@ -279,9 +300,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _missing_dirs(path: str | None) -> list[Path]:
+    """The folders of ``path`` that do not exist yet, deepest first."""
+    if not path:
+        return []
+    missing = []
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def _remove_if_empty(dirs: list[Path]) -> None:
+    """Remove folders this command created and left empty (a failed command leaves nothing behind)."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    created = _missing_dirs(getattr(args, "out", None))
+    code = EXIT_BAD_INPUT
+    try:
+        code = _run(args)
+        return code
+    finally:
+        if code != 0:
+            _remove_if_empty(created)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except MnistSSLError as e:

@@ -280,6 +280,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    deterministic: bool = False  # deterministic kernels only, CUDA included (docs/reliability.md)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: OptimConfig = field(default_factory=OptimConfig)

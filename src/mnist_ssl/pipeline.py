@@ -20,8 +20,9 @@ import torch
 from mnist_ssl.config import RunConfig
 from mnist_ssl.data.augment import Augmenter
 from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
-from mnist_ssl.engine.checkpoint import atomic_write_text, save_checkpoint
+from mnist_ssl.engine.checkpoint import atomic_write_text, load_encoder, save_checkpoint
 from mnist_ssl.engine.loop import train
+from mnist_ssl.engine.resume import ResumeWriter, clear_train_state, load_train_state
 from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
 from mnist_ssl.objectives.registry import build_objective, get_method
 from mnist_ssl.objectives.supervised import Supervised
@@ -53,6 +54,21 @@ def seed_everything(seed: int) -> None:
 def setup_threads(threads: int) -> None:
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def setup_determinism(enabled: bool) -> None:
+    """``--deterministic``: deterministic kernels only (an error where torch has none).
+
+    On the CPU runs are already bit-identical for a given seed and thread count;
+    this makes CUDA runs so too (cuBLAS workspace, no cuDNN autotuning).
+    """
+    import os
+
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
 
 
 @dataclass
@@ -110,6 +126,8 @@ def _callbacks(cfg: RunConfig, log_path: Path, label: str, quiet: bool, progress
         cbs.append(ConsolePrinter(label, stream=progress, extra_terms=True))
     if progress is not None:
         cbs.append(progress)
+    # Last: the resumable state is saved after the epoch's log line (docs/reliability.md).
+    cbs.append(ResumeWriter(log_path.parent, cfg.to_dict(), log_path))
     return cbs
 
 
@@ -124,10 +142,12 @@ def _say(text: str, quiet: bool, progress) -> None:
 
 def pretrain_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: Path, *,
                    quiet: bool = False, progress=None,
-                   stop_requested: Callable[[], bool] = lambda: False) -> float | None:
+                   stop_requested: Callable[[], bool] = lambda: False,
+                   resume: dict | None = None) -> float | None:
     """Pretrain ``encoder`` with the method's objective (in place); save ``pretrained.*`` and a figure.
 
     Returns the wall time in seconds, or None for a method without pretraining.
+    resume: a saved pretraining state (:func:`load_train_state`) to continue from.
     """
     spec = get_method(cfg.method)
     objective = build_objective(cfg, encoder)
@@ -140,7 +160,7 @@ def pretrain_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: 
     train(objective, data.pretrain_images, None, cfg.pretrain, phase="pretrain",
           view=make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg)),
           callbacks=_callbacks(cfg, run_dir / "log.jsonl", objective.loss_label, quiet, progress),
-          stop_requested=stop_requested)
+          stop_requested=stop_requested, resume=resume)
     elapsed = time.perf_counter() - t0
     save_checkpoint(run_dir / "pretrained", objective, kind="objective", model=cfg.model,
                     extra={"method": cfg.method, "classes": data.classes, "run_config": cfg.to_dict()})
@@ -170,15 +190,19 @@ def frozen_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: Pa
 
 def finetune_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: Path, *,
                    quiet: bool = False, progress=None,
-                   stop_requested: Callable[[], bool] = lambda: False) -> tuple[ViTClassifier, Path, float]:
-    """Fine-tune the whole network with cross-entropy on the CLS token; save ``finetuned.*``."""
+                   stop_requested: Callable[[], bool] = lambda: False,
+                   resume: dict | None = None) -> tuple[ViTClassifier, Path, float]:
+    """Fine-tune the whole network with cross-entropy on the CLS token; save ``finetuned.*``.
+
+    resume: a saved fine-tuning state (:func:`load_train_state`) to continue from.
+    """
     t0 = time.perf_counter()
     classifier = ViTClassifier(encoder, len(data.classes)).to(data.train_images.device)
     seed_everything(cfg.seed + 1)
     train(Supervised(classifier, cfg.finetune.label_smoothing), data.train_images, data.train_targets,
           cfg.finetune, phase="finetune", view=make_view(cfg.finetune_augment, cfg.model, _clip_builder(cfg)),
           callbacks=_callbacks(cfg, run_dir / "log.jsonl", "Train Loss", quiet, progress),
-          stop_requested=stop_requested)
+          stop_requested=stop_requested, resume=resume)
     elapsed = time.perf_counter() - t0
     model_cfg = dataclasses.replace(cfg.model, num_classes=len(data.classes))
     ckpt = save_checkpoint(run_dir / "finetuned", classifier, kind="classifier", model=model_cfg,
@@ -195,11 +219,14 @@ def test_stage(classifier: ViTClassifier, data: RunData) -> dict:
 
 def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
                    progress=None, stop_requested: Callable[[], bool] = lambda: False,
-                   data: RunData | None = None, encoder: ViTEncoder | None = None) -> dict:
+                   data: RunData | None = None, encoder: ViTEncoder | None = None,
+                   resume: bool = False) -> dict:
     """Pretrain (if the method does and no ``encoder`` is given), fine-tune, evaluate.
 
     Writes everything under ``run_dir`` and returns this run's metrics (the
-    RunMetrics of docs/design.md).
+    RunMetrics of docs/design.md). ``resume``: continue from the state saved at
+    the end of the last completed epoch (``resume.json``), if there is one; the
+    result is bit-identical to an uninterrupted run on the CPU.
     """
     from mnist_ssl.evaluation.metrics import format_confusion
     from mnist_ssl.report.plots import plot_confusion, plot_loss_curves
@@ -208,25 +235,39 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_threads(cfg.threads)
+    setup_determinism(cfg.deterministic)
     device = resolve_device(cfg.device)
+    saved = _saved_state(cfg, run_dir) if resume and encoder is None else None
+    phase = saved["meta"]["phase"] if saved is not None else None
     seed_everything(cfg.seed)
     t_start = time.perf_counter()
     if data is None:
         data = prepare_data(cfg, device)
     atomic_write_text(run_dir / "config.json", cfg.to_json())
-    (run_dir / "log.jsonl").unlink(missing_ok=True)
+    if saved is None:
+        clear_train_state(run_dir)
+        (run_dir / "log.jsonl").unlink(missing_ok=True)
+    else:  # the log as it was when the state was saved
+        atomic_write_text(run_dir / "log.jsonl", "".join(line + "\n" for line in saved["meta"]["log"]))
     times: dict[str, float] = {}
     kw = dict(quiet=quiet, progress=progress, stop_requested=stop_requested)
 
     if encoder is None:
         encoder = ViTEncoder(cfg.model).to(device)
-        t = pretrain_stage(cfg, encoder, data, run_dir, **kw)
-        if t is not None:
-            times["pretrain"] = t
+        if phase == "finetune":  # pretraining finished before the stop: its checkpoint is the encoder
+            if get_method(cfg.method).build is not None:
+                encoder = load_encoder(run_dir / "pretrained.safetensors")[0].to(device)
+                times["pretrain"] = sum(json.loads(line).get("time_s", 0.0) for line in saved["meta"]["log"]
+                                        if json.loads(line).get("phase") == "pretrain")
+        else:
+            t = pretrain_stage(cfg, encoder, data, run_dir, resume=saved, **kw)
+            if t is not None:
+                times["pretrain"] = t
     t0 = time.perf_counter()
     frozen = frozen_stage(cfg, encoder, data, run_dir)
     frozen_time = time.perf_counter() - t0
-    classifier, ckpt, times["finetune"] = finetune_stage(cfg, encoder, data, run_dir, **kw)
+    classifier, ckpt, times["finetune"] = finetune_stage(
+        cfg, encoder, data, run_dir, resume=saved if phase == "finetune" else None, **kw)
     t0 = time.perf_counter()
     metrics = test_stage(classifier, data)
     times["eval"] = time.perf_counter() - t0 + frozen_time
@@ -236,12 +277,29 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     _say(f"Test Accuracy: {100 * metrics['accuracy']:.2f}%\nConfusion Matrix:\n"
          f"{format_confusion(np.array(metrics['confusion']))}", quiet, progress)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    clear_train_state(run_dir)  # the run is finished: metrics.json marks it
     history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     plot_loss_curves({p: [r["loss"] for r in history if r["phase"] == p] for p in ("pretrain", "finetune")},
                      str(run_dir / "loss_curve.png"), f"{cfg.method}, seed {cfg.seed}")
     plot_confusion(np.array(metrics["confusion"]), data.classes, str(run_dir / "confusion.png"),
                    f"{cfg.method}, seed {cfg.seed}: {100 * metrics['accuracy']:.2f}%")
     return metrics
+
+
+def _saved_state(cfg: RunConfig, run_dir: Path) -> dict | None:
+    """The resumable state of ``run_dir`` (None: start the run afresh), checked against ``cfg``."""
+    from mnist_ssl.engine.resume import check_same_config
+    from mnist_ssl.errors import CheckpointError
+
+    saved = load_train_state(run_dir)
+    if saved is None:
+        return None
+    check_same_config(saved, cfg.to_dict(), run_dir)
+    if saved["meta"]["phase"] == "finetune" and get_method(cfg.method).build is not None \
+            and not (run_dir / "pretrained.json").exists():
+        raise CheckpointError(f"cannot resume {run_dir}: fine-tuning was saved but pretrained.safetensors "
+                              "is missing; start this run again with --overwrite")
+    return saved
 
 
 def _clip_builder(cfg: RunConfig) -> Callable | None:
@@ -263,6 +321,7 @@ def pretrain_only(cfg: RunConfig, out_dir: str | Path, *, quiet: bool = False) -
         raise ConfigError(f"method {cfg.method!r} has no pretraining; use 'mnist-ssl reproduce --methods {cfg.method}'")
     out_dir = Path(out_dir)
     setup_threads(cfg.threads)
+    setup_determinism(cfg.deterministic)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     data = prepare_data(cfg, device)
@@ -270,6 +329,7 @@ def pretrain_only(cfg: RunConfig, out_dir: str | Path, *, quiet: bool = False) -
     (out_dir / "log.jsonl").unlink(missing_ok=True)
     encoder = ViTEncoder(cfg.model).to(device)
     pretrain_stage(cfg, encoder, data, out_dir, quiet=quiet)
+    clear_train_state(out_dir)  # `pretrain` does not resume; its per-epoch state is not needed
     return out_dir / "pretrained.safetensors"
 
 

@@ -79,7 +79,11 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     """Run each method in ``configs`` for seeds first_seed..first_seed+seeds-1 into ``out``.
 
     Seed k draws one train/test sample used by every method and baseline (a paired comparison).
-    Finished runs (a metrics.json present) are skipped when ``resume``.
+    With ``resume``, finished runs (a metrics.json present) are kept and an unfinished run
+    continues from the state saved at the end of its last completed epoch. A stop request
+    (SIGINT/SIGTERM) ends the job at the next batch: what is saved stays, metrics.json says
+    ``"complete": false``, and :class:`TrainingInterrupted` is raised after the resume command
+    is printed.
     """
     from mnist_ssl.evaluation.baselines import run_baselines
     from mnist_ssl.objectives.registry import get_method
@@ -97,6 +101,7 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     progress = ProgressBar(total, enabled=None if not quiet else False)
     t_job = time.perf_counter()
     interrupted = None
+    current = None  # (method, seed, run folder) of the run in progress
     with StopFlag() as stop:
         try:
             for seed in seed_list:
@@ -110,13 +115,17 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
                         runs.append(json.loads(done.read_text()))
                         progress.advance(_steps(cfg, n_train, get_method(method).build is not None))
                         continue
+                    if stop():
+                        raise TrainingInterrupted("reproduce", 0, f"interrupted before {method}, seed {seed}")
+                    current = (method, seed, run_dir)
                     if data is None or data.classes != list(cfg.data.classes or range(10)):
                         data = prepare_data(cfg, device)
                     progress.set_description(f"{method} seed {seed}")
                     if not quiet:
                         progress.write_line(f"== {method}, seed {seed} ==")
                     metrics = run_experiment(cfg, run_dir, quiet=quiet, progress=progress,
-                                             stop_requested=stop, data=data)
+                                             stop_requested=stop, data=data, resume=resume)
+                    current = None
                     metrics["checkpoint"] = str(Path(metrics["checkpoint"]).relative_to(out))
                     runs.append(metrics)
                 if baselines:
@@ -124,6 +133,8 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
                     if resume and bpath.exists():
                         rows = json.loads(bpath.read_text())
                     else:
+                        if stop():
+                            raise TrainingInterrupted("reproduce", 0, f"interrupted before the baselines, seed {seed}")
                         if data is None:
                             data = prepare_data(any_cfg.__class__.from_dict({**any_cfg.to_dict(), "seed": seed}), device)
                         rows = run_baselines(data.train_images.float().cpu() / 255, data.train_targets.cpu(),
@@ -159,10 +170,28 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     if not quiet or interrupted is None:
         print(summary_table(metrics))
     if interrupted is not None:
-        print(f"Interrupted; finished runs are kept in {out}. Continue with: "
-              f"{command or 'mnist-ssl reproduce'} --resume", file=sys.stderr)
+        print(interrupted_message(interrupted, current, out, command), file=sys.stderr)
         raise interrupted
     return metrics
+
+
+def interrupted_message(e: TrainingInterrupted, current, out: Path, command: str) -> str:
+    """What was kept, and the command that continues the job."""
+    from mnist_ssl.objectives.registry import get_method
+
+    kept = f"finished runs are kept in {out}"
+    if current is not None and e.phase in ("pretrain", "finetune"):
+        method, seed, run_dir = current
+        if e.saved_epoch > 0:
+            kept += f"; {method} seed {seed} continues after {e.phase} epoch {e.saved_epoch} ({run_dir})"
+        elif e.phase == "finetune" and get_method(method).build is not None:
+            kept += f"; {method} seed {seed} keeps its pretraining and starts fine-tuning again"
+        else:
+            kept += f"; {method} seed {seed} starts again"
+    command = command or "mnist-ssl reproduce --out " + str(out)
+    if " --resume " not in f"{command} ":
+        command += " --resume"
+    return f"Interrupted: {kept}. Continue with: {command}"
 
 
 def summary_table(metrics: dict) -> str:

@@ -12,12 +12,20 @@ from mnist_ssl.errors import MnistSSLError
 
 
 class TrainingInterrupted(MnistSSLError):
-    """Raised by the engine when a stop was requested (Ctrl-C / SIGTERM)."""
+    """Raised by the engine when a stop was requested (Ctrl-C / SIGTERM).
 
-    def __init__(self, phase: str, epoch: int) -> None:
-        super().__init__(f"{phase} interrupted during epoch {epoch}")
+    ``epoch`` is the epoch in progress (1-based); the state saved at the end of
+    epoch ``epoch - 1`` (none when 0) is what ``--resume`` continues from.
+    """
+
+    def __init__(self, phase: str, epoch: int, message: str | None = None) -> None:
+        super().__init__(message or f"{phase} interrupted during epoch {epoch}")
         self.phase = phase
         self.epoch = epoch
+
+    @property
+    def saved_epoch(self) -> int:
+        return self.epoch - 1
 
 
 class ConsolePrinter:

@@ -23,6 +23,8 @@ from mnist_ssl.config import ModelConfig, from_dict
 from mnist_ssl.errors import CheckpointError, ConfigError
 
 FORMAT = "mnist-ssl/checkpoint/v1"
+# torch.save / pickle files: refused by name before anything is read.
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -76,6 +78,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """-> (tensors, sidecar metadata), after checking format, hash and parse. Never unpickles."""
     from safetensors.torch import load
 
+    if Path(path).suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"checkpoint {path}: {Path(path).suffix} files are pickles, which can run code when loaded, "
+            "and are never read; give an mnist-ssl .safetensors checkpoint (with its .json beside it)"
+        )
     weights_path, meta_path = checkpoint_paths(path)
     if not weights_path.exists():
         raise CheckpointError(f"checkpoint {weights_path} does not exist")

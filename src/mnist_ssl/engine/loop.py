@@ -5,10 +5,17 @@ uint8 images held on the device, makes the views the objective asks for,
 calls the objective, steps the optimiser and the schedule. Per epoch it hands
 a record to the callbacks (printing, JSONL log, checkpoints, progress).
 Losses are accumulated on the device and read once per epoch: no sync per step.
+A non-finite loss stops training at once on the CPU, and within
+``CHECK_EVERY`` steps on an accelerator (where each check is a device sync).
+
+Test hook: the environment variable ``MNIST_SSL_TEST_STEP_DELAY`` (seconds)
+makes every step sleep that long, so that the reliability tests can interrupt
+or kill a tiny run in the middle of an epoch (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -19,6 +26,9 @@ from torch import nn
 from mnist_ssl.config import OptimConfig
 from mnist_ssl.engine.optim import make_optimizer, make_schedule
 from mnist_ssl.errors import TrainingDiverged
+
+# Steps between two finiteness checks of the loss on an accelerator (each is a sync).
+CHECK_EVERY = 16
 
 
 class Callback(Protocol):
@@ -49,6 +59,51 @@ def _batch_order(n: int, batch_size: int, device: torch.device) -> list[torch.Te
     return list(perm.split(batch_size))
 
 
+class FiniteGuard:
+    """Stops training at the first non-finite loss, naming the epoch, step and loss term.
+
+    On the CPU each loss is checked before its backward pass (no NaN ever reaches
+    the weights). On an accelerator the losses are kept on the device and checked
+    together every ``every`` steps and at the end of each epoch, so there is no
+    sync per step; the weights of the few steps after a bad one are never saved,
+    because the epoch-end check runs before the callbacks that write files.
+    """
+
+    def __init__(self, phase: str, device: torch.device, every: int = CHECK_EVERY) -> None:
+        self.phase = phase
+        self.every = 1 if device.type == "cpu" else every
+        self.pending: list[tuple[int, int, torch.Tensor, dict[str, torch.Tensor]]] = []
+
+    def add(self, epoch: int, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """epoch, step: 1-based, within the phase and the epoch."""
+        self.pending.append((epoch, step, loss.detach(), {k: v.detach() for k, v in terms.items()}))
+        if len(self.pending) >= self.every:
+            self.check()
+
+    def check(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        finite = torch.isfinite(torch.stack([p[2].float() for p in pending]))
+        if bool(finite.all()):
+            return
+        epoch, step, loss, terms = pending[int((~finite).nonzero()[0, 0])]
+        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
+        raise TrainingDiverged(
+            f"{self.phase}: loss became {loss.item()} at epoch {epoch}, step {step} "
+            f"(loss term {', '.join(bad) or 'loss'}); training stopped, and only what finished epochs "
+            f"wrote is kept; try a lower learning rate or --set {self.phase}.grad_clip=1.0"
+        )
+
+
+def _step_delay() -> float:
+    """The test hook MNIST_SSL_TEST_STEP_DELAY, in seconds (0 when unset or not a number)."""
+    try:
+        return max(0.0, float(os.environ.get("MNIST_SSL_TEST_STEP_DELAY", "0") or 0))
+    except ValueError:
+        return 0.0
+
+
 def train(
     module: nn.Module,
     images: torch.Tensor,
@@ -66,8 +121,14 @@ def train(
     images: uint8 (N, C, H, W) on the training device; labels: (N,) class
     indices or None; view: makes one augmented view (float in [0, 1]) of a
     float batch; called ``module.views`` times per step.
-    resume: a state dict from :func:`mnist_ssl.engine.checkpoint.load_resume_state`.
+    resume: a saved state from :func:`mnist_ssl.engine.resume.load_train_state`;
+    training continues after its last completed epoch, RNG states included.
+    stop_requested: polled before every batch; when true, raises
+    :class:`~mnist_ssl.engine.callbacks.TrainingInterrupted` (the last epoch's
+    state, saved by a callback, is what a resume starts from).
     """
+    from mnist_ssl.engine.callbacks import TrainingInterrupted
+
     device = images.device
     n = images.shape[0]
     steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
@@ -76,11 +137,13 @@ def train(
     state = TrainState(phase, module, optimizer, scheduler, cfg.epochs, steps_per_epoch,
                        stop_requested=stop_requested)
     if resume is not None:
-        from mnist_ssl.engine.checkpoint import restore_train_state
+        from mnist_ssl.engine.resume import restore_train_state
 
         restore_train_state(state, resume)
     n_views = getattr(module, "views", 1)
     params = [p for p in module.parameters() if p.requires_grad]
+    guard = FiniteGuard(phase, device)
+    delay = _step_delay()
     module.train()
 
     for epoch in range(state.epoch, cfg.epochs):
@@ -89,16 +152,12 @@ def train(
         term_sums: dict[str, torch.Tensor] = {}
         seen = 0
         for step_in_epoch, idx in enumerate(_batch_order(n, cfg.batch_size, device)):
+            if state.stop_requested():
+                raise TrainingInterrupted(phase, epoch + 1)
             x = images[idx].float().div_(255.0)
             views = [view(x) if view is not None else x for _ in range(n_views)]
             out = module(views, labels[idx] if labels is not None else None)
-            if not torch.isfinite(out.loss):
-                bad = [k for k, v in out.terms.items() if not torch.isfinite(v).all()]
-                raise TrainingDiverged(
-                    f"{phase}: loss became {out.loss.item()} at epoch {epoch + 1}, step "
-                    f"{step_in_epoch + 1} (term {', '.join(bad) or 'loss'}); the last good "
-                    f"checkpoint is kept; try a lower learning rate or --set {phase}.grad_clip=1.0"
-                )
+            guard.add(epoch + 1, step_in_epoch + 1, out.loss, out.terms)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if cfg.grad_clip > 0:
@@ -113,10 +172,9 @@ def train(
             state.step += 1
             for cb in callbacks:
                 cb.on_step(state)
-            if state.stop_requested():
-                from mnist_ssl.engine.callbacks import TrainingInterrupted
-
-                raise TrainingInterrupted(phase, epoch + 1)
+            if delay:
+                time.sleep(delay)
+        guard.check()  # before anything of this epoch is written
         state.epoch = epoch + 1
         record = {
             "phase": phase,

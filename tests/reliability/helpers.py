@@ -1,0 +1,162 @@
+"""Helpers of the reliability tests: a tiny job, and ways to run it and compare two runs.
+
+The tiny job: MAE and the supervised baseline, a 1-block 32-wide ViT, 10 train
+and 10 test images per class of 0-2, 2 epochs of 4 batches per phase, 1 thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from mnist_ssl.cli import main
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+TINY = ["--set", "model.dim=32", "--set", "model.depth=1", "--set", "model.heads=2",
+        "--train-per-class", "10", "--test-per-class", "10", "--threads", "1", "--quiet"]
+# 30 training images in batches of 8: 4 steps per epoch, 2 epochs per phase.
+JOB = ["--methods", "mae,supervised", "--no-baselines", "--no-report", "--epochs", "2",
+       "--set", "pretrain.batch_size=8", "--set", "finetune.batch_size=8", *TINY]
+RUNS = ("mae", "supervised")
+
+
+def job(methods: str) -> list[str]:
+    """JOB with other methods (each run's result does not depend on the others)."""
+    args = list(JOB)
+    args[args.index("--methods") + 1] = methods
+    return args
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """``mnist-ssl ARGS`` in this process: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code: int, err: str, *needles: str) -> str:
+    """Assert the CLI's bad-input contract: exit 2, exactly one stderr line holding every needle."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def start_job(out: Path, *extra: str, delay: float = 0.0, cwd: Path | None = None) -> subprocess.Popen:
+    """``python -m mnist_ssl reproduce --out OUT <JOB>`` in a subprocess (each step sleeps ``delay`` s)."""
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", MPLBACKEND="Agg",
+               MNIST_SSL_TEST_STEP_DELAY=str(delay))
+    return subprocess.Popen([sys.executable, "-m", "mnist_ssl", "reproduce", "--out", str(out), *JOB, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+
+
+def log_lines(run_dir: Path) -> list[dict]:
+    path = run_dir / "log.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written
+            pass
+    return out
+
+
+def run_result(out: Path, method: str) -> dict:
+    """What must be identical between two runs of the same job: metrics, losses, weights."""
+    run = out / "runs" / method / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.pop("wall_time_s")
+    metrics["checkpoint"] = "/".join(Path(metrics["checkpoint"]).parts[-4:])  # absolute in the run's file
+    losses = [{k: r[k] for k in ("phase", "epoch", "loss", "terms", "lr")} for r in log_lines(run)]
+    weights = {p.name: p.read_bytes() for p in sorted(run.glob("*.safetensors"))}
+    return {"metrics": metrics, "losses": losses, "weights": weights}
+
+
+def assert_same_job(a: Path, b: Path, methods: tuple[str, ...] = RUNS) -> None:
+    """The runs of ``methods`` in job folders a and b have identical losses, metrics and weights,
+    and b's runs left no resume files behind."""
+    for method in methods:
+        ra, rb = run_result(a, method), run_result(b, method)
+        assert ra["losses"] == rb["losses"], method
+        assert ra["metrics"] == rb["metrics"], method
+        assert ra["weights"].keys() == rb["weights"].keys(), method
+        for name in ra["weights"]:
+            assert ra["weights"][name] == rb["weights"][name], (method, name)
+        leftovers = sorted(p.name for p in (b / "runs" / method / "seed0").glob("resume*"))
+        assert not leftovers, f"resume files left after the run finished: {leftovers}"
+
+
+class SignalledJobs:
+    """The tiny job twice, side by side in subprocesses, each signalled in the middle of MAE's
+    pretraining epoch 2 (after its first epoch line): "kill" gets SIGKILL, "int" SIGINT (Ctrl-C).
+
+    A watcher thread does the waiting, so the jobs run while other tests do. Both stop before
+    the first figure and probe, so the subprocesses never import matplotlib or scikit-learn.
+    """
+
+    DELAY = 0.15  # seconds per step: an epoch of 4 steps lasts >= 0.6 s
+    MID_EPOCH = 0.25  # seconds after an epoch's log line: inside the next epoch's second step
+    PLANS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="mnist-ssl-signalled-"))
+        self.procs = {name: start_job(self.root / name, delay=self.DELAY) for name in self.PLANS}
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        seen_at: dict[str, float] = {}
+        signalled: set[str] = set()
+        t0 = time.monotonic()
+        while len(signalled) < len(self.PLANS):
+            for name, sig in self.PLANS.items():
+                proc = self.procs[name]
+                if name in signalled:
+                    continue
+                if proc.poll() is not None:
+                    self.error = f"job {name} ended ({proc.returncode}) before its signal"
+                    return
+                if name not in seen_at:
+                    if log_lines(self.root / name / "runs" / "mae" / "seed0"):
+                        seen_at[name] = time.monotonic()
+                elif time.monotonic() >= seen_at[name] + self.MID_EPOCH:
+                    proc.send_signal(sig)
+                    signalled.add(name)
+            if time.monotonic() - t0 > 300:
+                self.error = "the jobs did not reach their first epoch in 300 s"
+                return
+            time.sleep(0.02)
+
+    def results(self) -> dict:
+        """{name: (out folder, return code, stdout, stderr)} once both jobs have ended."""
+        self.thread.join(timeout=400)
+        if self.error:
+            self.close()
+            raise AssertionError(self.error + ": " + " | ".join(p.communicate()[1] for p in self.procs.values()))
+        outputs = {name: proc.communicate(timeout=120) for name, proc in self.procs.items()}
+        return {name: (self.root / name, self.procs[name].returncode, *outputs[name]) for name in self.procs}
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
