@@ -1,0 +1,93 @@
+"""Contrastive pretraining (the source document's chapter 2, SimCLR's recipe).
+
+Two augmented views of each image (made by the engine with the phase's
+augmentation) go through the shared encoder; their CLS features go through a
+small MLP projection head; NT-Xent (``mnist_ssl.losses.nt_xent``) pulls the two
+views of an image together and pushes the other 2N - 2 views of the batch away.
+The head is thrown away after pretraining: fine-tuning, the linear probe and
+kNN use the CLS features.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mnist_ssl.config import InfoNCEConfig
+from mnist_ssl.losses import nt_xent
+from mnist_ssl.models.layers import init_weights
+from mnist_ssl.models.vit import ViTEncoder
+from mnist_ssl.objectives.base import Objective, ObjectiveOutput
+
+
+# RunConfig overrides this method starts from (the registry applies them before the
+# user's own): contrastive learning needs two different views of each image. The
+# views are the fine-tuning augmentation plus a mild elastic distortion, and the
+# head has a BatchNorm: the best linear probe of the measured settings
+# (docs/contrastive.md).
+AUGMENT: dict = {"enabled": True, "rotate": 10.0, "translate": 0.1, "scale_min": 0.9, "scale_max": 1.1,
+                 "shear": 0.0, "elastic": 0.5, "erase": 0.0, "noise": 0.0}
+PRESET: dict = {"pretrain_augment": AUGMENT, "infonce": {"proj_bn": True}}
+
+
+class ProjectionHead(nn.Module):
+    """CLS features (B, D) -> embeddings (B, proj_dim): Linear-(BatchNorm)-GELU-Linear; identity if hidden == 0."""
+
+    def __init__(self, dim: int, hidden: int, out: int, batch_norm: bool = False) -> None:
+        super().__init__()
+        if hidden == 0:
+            self.net: nn.Module = nn.Identity()
+        else:
+            norm = nn.BatchNorm1d(hidden) if batch_norm else nn.Identity()
+            self.net = nn.Sequential(nn.Linear(dim, hidden), norm, nn.GELU(), nn.Linear(hidden, out))
+            self.net.apply(init_weights)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+class InfoNCE(Objective):
+    """views: [view1, view2], each (B, C, H, W) (or clips); labels are ignored."""
+
+    views = 2
+    loss_label = "InfoNCE Loss"
+
+    def __init__(self, encoder: ViTEncoder, cfg: InfoNCEConfig,
+                 augment_for_figure: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        super().__init__()
+        cfg.validate()
+        self.encoder = encoder
+        self.cfg = cfg
+        self.head = ProjectionHead(encoder.dim, cfg.proj_hidden, cfg.proj_dim, cfg.proj_bn)
+        # Only for :meth:`visualize`: the views the engine trains on come from the
+        # data layer, not from here. A plain attribute, not a module: no weights.
+        self.augment_for_figure = augment_for_figure
+
+    def embed(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Views -> projected CLS embeddings, one (B, proj_dim) per view; one encoder call for all."""
+        h = self.encoder(torch.cat(views))
+        return list(self.head(h).chunk(len(views)))
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> ObjectiveOutput:
+        z1, z2 = self.embed(views)
+        loss = nt_xent(z1, z2, self.cfg.temperature)
+        return ObjectiveOutput(loss, {"nce": loss.detach()})
+
+    @torch.no_grad()
+    def visualize(self, images: torch.Tensor, path: str) -> None:
+        """Write the original images beside the two augmented views the model is trained on."""
+        from mnist_ssl.report.plots import plot_views
+
+        augment = self.augment_for_figure or (lambda x: x)
+        v1, v2 = augment(images), augment(images)
+        first = (lambda x: x[:, 0, 0] if x.dim() == 5 else x[:, 0])  # channel 0, frame 0
+        plot_views(first(images).cpu().numpy(), first(v1).cpu().numpy(), first(v2).cpu().numpy(), path)
+
+
+def build(encoder: ViTEncoder, cfg) -> InfoNCE:
+    from mnist_ssl.data.augment import Augmenter
+
+    augment = Augmenter(cfg.pretrain_augment) if cfg.pretrain_augment.enabled else None
+    return InfoNCE(encoder, cfg.infonce, augment_for_figure=augment)
