@@ -8,7 +8,7 @@ import torch
 from mnist_ssl.config import ModelConfig, RunConfig
 from mnist_ssl.losses import nt_xent
 from mnist_ssl.models.vit import ViTEncoder
-from mnist_ssl.objectives.infonce import InfoNCE, ProjectionHead
+from mnist_ssl.objectives.infonce import GlobalBatchNorm1d, InfoNCE, ProjectionHead
 from mnist_ssl.objectives.registry import build_objective, get_method
 
 
@@ -99,6 +99,64 @@ TINY = ModelConfig(dim=32, depth=1, heads=2, patch_size=7, dropout=0.0)
 def test_projection_head_sizes():
     assert ProjectionHead(32, 0, 99)(torch.randn(3, 32)).shape == (3, 32)  # hidden 0: identity
     assert ProjectionHead(32, 64, 16)(torch.randn(3, 32)).shape == (3, 16)
+
+
+def test_global_batch_norm_is_batch_norm_in_one_process():
+    torch.manual_seed(0)
+    ours, ref = GlobalBatchNorm1d(6), torch.nn.BatchNorm1d(6)
+    for _ in range(3):
+        x = torch.randn(10, 6) * 3 + 1
+        torch.testing.assert_close(ours(x), ref(x))
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def _global_bn_worker(rank: int, port: int, result_dir: str) -> None:
+    import json
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    x = (torch.randn(8, 5) * 2 + 1).requires_grad_()  # the global batch; rank r holds rows 4r..4r+3
+    w = torch.randn(8, 5)
+    ref = torch.nn.BatchNorm1d(5)
+    y_ref = ref(x)
+    (g_ref,) = torch.autograd.grad((y_ref * w).sum(), x)  # the loss summed over both slices
+    mine = slice(4 * rank, 4 * rank + 4)
+    bn = GlobalBatchNorm1d(5)
+    x_mine = x[mine].detach().requires_grad_()
+    y = bn(x_mine)
+    (y * w[mine]).sum().backward()
+    out = {"y_err": (y - y_ref[mine]).abs().max().item(),
+           "grad_err": (x_mine.grad - g_ref[mine]).abs().max().item(),
+           "var_err": (bn.running_var - ref.running_var).abs().max().item()}
+    with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(out, f)
+    dist.destroy_process_group()
+
+
+def test_global_batch_norm_uses_the_global_batch_across_processes(tmp_path):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(_global_bn_worker, args=(port, str(tmp_path)), nprocs=2, join=True, start_method=method)
+    for rank in range(2):
+        r = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert r["y_err"] < 1e-5 and r["grad_err"] < 1e-5 and r["var_err"] < 1e-5, r
 
 
 def test_default_config_builds_through_the_registry():

@@ -32,6 +32,39 @@ AUGMENT: dict = {"enabled": True, "rotate": 10.0, "translate": 0.1, "scale_min":
 PRESET: dict = {"pretrain_augment": AUGMENT, "infonce": {"proj_bn": True}}
 
 
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose batch statistics are those of the global batch under torch.distributed.
+
+    In one process it is ``nn.BatchNorm1d``. Across processes (torchrun) each rank
+    would otherwise normalise with the statistics of its own slice, and a run would
+    no longer equal the one-process run; ``nn.SyncBatchNorm`` does this on GPUs only.
+    Here the per-feature sums and sums of squares are added over the ranks with a
+    differentiable all_reduce, on any device.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        count = torch.tensor([float(x.shape[0])], device=x.device)
+        dist.all_reduce(count)
+        n = count.item()
+        stats = all_reduce(torch.cat([x.sum(0), (x * x).sum(0)]))  # (2 * C,), gradient flows back
+        mean, sq_mean = stats.chunk(2)
+        mean, var = mean / n, (sq_mean / n - (mean / n) ** 2).clamp(min=0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean, m)
+                self.running_var.lerp_(var * n / max(n - 1.0, 1.0), m)
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        return y * self.weight + self.bias if self.affine else y
+
+
 class ProjectionHead(nn.Module):
     """CLS features (B, D) -> embeddings (B, proj_dim): Linear-(BatchNorm)-GELU-Linear; identity if hidden == 0."""
 
@@ -40,7 +73,7 @@ class ProjectionHead(nn.Module):
         if hidden == 0:
             self.net: nn.Module = nn.Identity()
         else:
-            norm = nn.BatchNorm1d(hidden) if batch_norm else nn.Identity()
+            norm = GlobalBatchNorm1d(hidden) if batch_norm else nn.Identity()
             self.net = nn.Sequential(nn.Linear(dim, hidden), norm, nn.GELU(), nn.Linear(hidden, out))
             self.net.apply(init_weights)
 
