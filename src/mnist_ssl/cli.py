@@ -45,6 +45,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="allow writing into an existing output folder")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels only, also on CUDA (slower; CPU runs are bit-identical anyway)")
+    g.add_argument("--compile", action="store_true",
+                   help="run the model through torch.compile (first steps are slow; docs/benchmarks.md)")
     g.add_argument("--quiet", "-q", action="store_true", help="no per-epoch lines")
 
 
@@ -114,6 +116,8 @@ def build_config(args: argparse.Namespace, method: str | None = None):
         sets.append(f"seed={args.seed}")
     if getattr(args, "deterministic", False):
         sets.append("deterministic=true")
+    if getattr(args, "compile", False):
+        sets.append("compile=true")
     cfg = apply_overrides(cfg, sets + list(getattr(args, "set", []) or []))
     if cfg.threads == 0:
         # One thread per process by default: the same seed gives the same numbers
@@ -162,10 +166,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from mnist_ssl.pipeline import pretrain_only
 
+    from mnist_ssl.engine import distributed
+
     cfg = build_config(args, args.method)
-    out = prepare_out_dir(args.out, args.overwrite)
+    # Under torchrun only rank 0 checks and writes the folder (engine/distributed.py).
+    out = prepare_out_dir(args.out, args.overwrite) if distributed.is_main() else Path(args.out)
     path = pretrain_only(cfg, out, quiet=args.quiet)
-    print(f"pretrained checkpoint: {path}")
+    if distributed.is_main():
+        print(f"pretrained checkpoint: {path}")
     return 0
 
 
@@ -195,6 +203,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"(95% interval {100 * result['ci95'][0]:.2f}-{100 * result['ci95'][1]:.2f}%)")
         print("Confusion Matrix:")
         print(format_confusion(result["confusion"]))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mnist_ssl.predict import predict_files
+
+    preds = predict_files(args.checkpoint, args.images, threads=args.threads or 1)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in preds]))
+    else:
+        for p in preds:
+            print(f"{p.file}: {p.label} ({100 * p.probability:.1f}%)")
+    return 0
+
+
+def cmd_label_efficiency(args: argparse.Namespace) -> int:
+    from mnist_ssl.label_efficiency import run_label_efficiency
+
+    if args.classes is None:
+        args.classes = "all"
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    labels = [_parse_count(k, "--labels") for k in args.labels.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r}: expected numbers, e.g. 5,5,5,2,1") from None
+    if any(s < 1 for s in seeds):
+        raise ConfigError(f"--seeds {args.seeds!r}: each count must be >= 1")
+    if len(seeds) == 1:
+        seeds = seeds * len(labels)
+    configs = {m: build_config(args, m) for m in methods}
+    out = prepare_out_dir(args.out, args.overwrite, args.resume)
+    run_label_efficiency(configs, out, labels=labels, seeds=seeds, finetune_steps=args.finetune_steps,
+                         quiet=args.quiet, resume=args.resume, command=_command_line())
     return 0
 
 
@@ -286,6 +328,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, any size) with a fine-tuned checkpoint",
+                       description="Each image is made MNIST-like (greyscale, a light digit on black, "
+                                   "20x20 box centred by centre of mass in 28x28), then classified.")
+    p.add_argument("--checkpoint", required=True, help="a finetuned.safetensors")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="print one JSON list on stdout")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("label-efficiency", help="accuracy versus labelled images per class, per method",
+                       description="Pretrain each method once on every training image without labels, then "
+                                   "fine-tune and linear-probe with k labelled images per class "
+                                   "(src/mnist_ssl/label_efficiency.py tells the protocol).")
+    p.add_argument("--methods", default="mae,infonce,mae-infonce,videomae,supervised",
+                   help=f"comma-separated, from: {methods} (supervised = no pretraining)")
+    p.add_argument("--labels", default="1,5,10,100,all", metavar="K,...",
+                   help="labelled images per class (default 1,5,10,100,all)")
+    p.add_argument("--seeds", default="5,5,5,2,1", metavar="N,...",
+                   help="seeds per budget, one number per --labels entry or one for all (default 5,5,5,2,1)")
+    p.add_argument("--finetune-steps", type=int, default=300,
+                   help="optimiser steps of each fine-tuning (at least one epoch; default 300)")
+    p.add_argument("--out", default="runs/label-efficiency")
+    p.add_argument("--resume", action="store_true", help="keep finished rows and pretrained encoders in --out")
+    _add_data_args(p)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_label_efficiency, seed=None)
 
     p = sub.add_parser("download", help="download MNIST or Fashion-MNIST IDX files, checksum-verified")
     p.add_argument("dataset", choices=["mnist", "fashion-mnist"])

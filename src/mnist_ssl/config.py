@@ -165,11 +165,15 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     label_smoothing: float = 0.0  # fine-tuning only
+    # Fine-tuning only: "zero" starts the head at zero; "probe" first fits it as a
+    # logistic regression on the frozen features (LP-FT, Kumar et al. 2022).
+    head_init: str = "zero"
 
     def validate(self, where: str) -> None:
         _positive(self, "epochs", "batch_size", "lr", where=where)
         _choice(self, "optimizer", ("adam", "adamw"), where=where)
         _choice(self, "schedule", ("cosine", "constant"), where=where)
+        _choice(self, "head_init", ("zero", "probe"), where=where)
         if self.weight_decay < 0:
             raise ConfigError(f"{where}.weight_decay={self.weight_decay} must be >= 0")
         if not 0 <= self.warmup_epochs <= self.epochs:
@@ -212,6 +216,7 @@ class InfoNCEConfig:
     temperature: float = 0.1
     proj_hidden: int = 128  # 0: no projection head, the CLS token itself
     proj_dim: int = 64
+    proj_bn: bool = False  # BatchNorm after the head's hidden layer (SimCLR's head)
 
     def validate(self, where: str = "infonce") -> None:
         if not self.temperature > 0:
@@ -281,6 +286,7 @@ class RunConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     deterministic: bool = False  # deterministic kernels only, CUDA included (docs/reliability.md)
+    compile: bool = False  # run the objective through torch.compile (docs/benchmarks.md)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: OptimConfig = field(default_factory=OptimConfig)

@@ -20,6 +20,7 @@ import torch
 from mnist_ssl.config import RunConfig
 from mnist_ssl.data.augment import Augmenter
 from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
+from mnist_ssl.engine import distributed
 from mnist_ssl.engine.checkpoint import atomic_write_text, load_encoder, save_checkpoint
 from mnist_ssl.engine.loop import train
 from mnist_ssl.engine.resume import ResumeWriter, clear_train_state, load_train_state
@@ -94,9 +95,16 @@ def prepare_data(cfg: RunConfig, device: torch.device) -> RunData:
     classes = list(cfg.data.classes) if cfg.data.classes is not None else list(range(10))
     tr_y = class_index(train_split.labels, classes)
     te_y = class_index(test_split.labels, classes)
-    train_images = train_split.images.to(device)
-    return RunData(train_images, tr_y.to(device), test_split.images.to(device), te_y.to(device),
-                   train_images, classes)
+    train_images = _to_device(train_split.images, device)
+    return RunData(train_images, _to_device(tr_y, device), _to_device(test_split.images, device),
+                   _to_device(te_y, device), train_images, classes)
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One copy to the device; from pinned memory on CUDA (a faster, asynchronous transfer)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def make_view(cfg_aug, model_cfg, clip_builder: Callable | None = None) -> Callable | None:
@@ -121,6 +129,8 @@ def predict_logits(model: torch.nn.Module, images_u8: torch.Tensor, batch_size: 
 
 
 def _callbacks(cfg: RunConfig, log_path: Path, label: str, quiet: bool, progress) -> list:
+    if not distributed.is_main():  # under torchrun only rank 0 prints and writes
+        return []
     cbs: list = [JSONLLogger(log_path, method=cfg.method, seed=cfg.seed)]
     if not quiet:
         cbs.append(ConsolePrinter(label, stream=progress, extra_terms=True))
@@ -160,13 +170,17 @@ def pretrain_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: 
     train(objective, data.pretrain_images, None, cfg.pretrain, phase="pretrain",
           view=make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg)),
           callbacks=_callbacks(cfg, run_dir / "log.jsonl", objective.loss_label, quiet, progress),
-          stop_requested=stop_requested, resume=resume)
+          stop_requested=stop_requested, resume=resume, compile=cfg.compile)
     elapsed = time.perf_counter() - t0
+    if not distributed.is_main():
+        return elapsed
     save_checkpoint(run_dir / "pretrained", objective, kind="objective", model=cfg.model,
                     extra={"method": cfg.method, "classes": data.classes, "run_config": cfg.to_dict()})
     figure = "reconstruction.png" if spec.masked else "views.png"
     torch.manual_seed(cfg.seed)
-    objective.visualize(data.test_images[:8].float() / 255.0, str(run_dir / figure))
+    # Test images are grouped by class: take them evenly spaced to show every class.
+    pick = torch.linspace(0, len(data.test_images) - 1, 8).long().to(data.test_images.device)
+    objective.visualize(data.test_images[pick].float() / 255.0, str(run_dir / figure))
     return elapsed
 
 
@@ -199,15 +213,39 @@ def finetune_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: 
     t0 = time.perf_counter()
     classifier = ViTClassifier(encoder, len(data.classes)).to(data.train_images.device)
     seed_everything(cfg.seed + 1)
+    if cfg.finetune.head_init == "probe":
+        fit_head_on_frozen_features(classifier, data.train_images, data.train_targets)
     train(Supervised(classifier, cfg.finetune.label_smoothing), data.train_images, data.train_targets,
           cfg.finetune, phase="finetune", view=make_view(cfg.finetune_augment, cfg.model, _clip_builder(cfg)),
           callbacks=_callbacks(cfg, run_dir / "log.jsonl", "Train Loss", quiet, progress),
-          stop_requested=stop_requested, resume=resume)
+          stop_requested=stop_requested, resume=resume, compile=cfg.compile)
     elapsed = time.perf_counter() - t0
     model_cfg = dataclasses.replace(cfg.model, num_classes=len(data.classes))
     ckpt = save_checkpoint(run_dir / "finetuned", classifier, kind="classifier", model=model_cfg,
                            extra={"method": cfg.method, "classes": data.classes, "run_config": cfg.to_dict()})
     return classifier, ckpt, elapsed
+
+
+@torch.enable_grad()
+def fit_head_on_frozen_features(classifier: ViTClassifier, images_u8: torch.Tensor, targets: torch.Tensor,
+                                l2: float = 1e-3, steps: int = 100) -> None:
+    """Fit the linear head alone on the frozen encoder's CLS features (L-BFGS, L2-regularised
+    multinomial logistic regression), so that fine-tuning starts from a good head (LP-FT)."""
+    with torch.no_grad():
+        classifier.eval()
+        feats = torch.cat([classifier.encoder(images_u8[i:i + 256].float() / 255.0)
+                           for i in range(0, len(images_u8), 256)])
+    head = classifier.head
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(feats), targets) + l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    classifier.train()
 
 
 def test_stage(classifier: ViTClassifier, data: RunData) -> dict:
@@ -322,14 +360,17 @@ def pretrain_only(cfg: RunConfig, out_dir: str | Path, *, quiet: bool = False) -
     out_dir = Path(out_dir)
     setup_threads(cfg.threads)
     setup_determinism(cfg.deterministic)
-    device = resolve_device(cfg.device)
+    device = distributed.init_from_env(resolve_device(cfg.device))  # torchrun: join the group
     seed_everything(cfg.seed)
     data = prepare_data(cfg, device)
-    atomic_write_text(out_dir / "config.json", cfg.to_json())
-    (out_dir / "log.jsonl").unlink(missing_ok=True)
+    if distributed.is_main():
+        atomic_write_text(out_dir / "config.json", cfg.to_json())
+        (out_dir / "log.jsonl").unlink(missing_ok=True)
     encoder = ViTEncoder(cfg.model).to(device)
     pretrain_stage(cfg, encoder, data, out_dir, quiet=quiet)
-    clear_train_state(out_dir)  # `pretrain` does not resume; its per-epoch state is not needed
+    if distributed.is_main():
+        clear_train_state(out_dir)  # `pretrain` does not resume; its per-epoch state is not needed
+    distributed.shutdown()
     return out_dir / "pretrained.safetensors"
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mnist_ssl.config import OptimConfig
+from mnist_ssl.engine import distributed
 from mnist_ssl.engine.optim import make_optimizer, make_schedule
 from mnist_ssl.errors import TrainingDiverged
 
@@ -56,7 +57,7 @@ def _batch_order(n: int, batch_size: int, device: torch.device) -> list[torch.Te
     # The permutation comes from torch's global RNG, which is seeded per phase
     # and saved with resumable state, so a resumed epoch sees the same order.
     perm = torch.randperm(n).to(device)
-    return list(perm.split(batch_size))
+    return distributed.shard_batches(perm, batch_size)  # one process: perm.split(batch_size)
 
 
 class FiniteGuard:
@@ -115,6 +116,7 @@ def train(
     callbacks: list = (),
     resume: dict | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
+    compile: bool = False,
 ) -> TrainState:
     """Train ``module`` (an Objective) for ``cfg.epochs`` epochs.
 
@@ -126,12 +128,15 @@ def train(
     stop_requested: polled before every batch; when true, raises
     :class:`~mnist_ssl.engine.callbacks.TrainingInterrupted` (the last epoch's
     state, saved by a callback, is what a resume starts from).
+    compile: call the objective through ``torch.compile`` (``module`` keeps its plain names).
+    Under torchrun the objective runs in DistributedDataParallel (engine/distributed.py);
+    on CUDA the forward pass runs under bf16 autocast.
     """
     from mnist_ssl.engine.callbacks import TrainingInterrupted
 
     device = images.device
     n = images.shape[0]
-    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    steps_per_epoch = distributed.num_steps(n, cfg.batch_size)  # one process: ceil(n / batch_size)
     optimizer = make_optimizer(module, cfg, device)
     scheduler = make_schedule(optimizer, cfg, steps_per_epoch)
     state = TrainState(phase, module, optimizer, scheduler, cfg.epochs, steps_per_epoch,
@@ -144,6 +149,7 @@ def train(
     params = [p for p in module.parameters() if p.requires_grad]
     guard = FiniteGuard(phase, device)
     delay = _step_delay()
+    forward = distributed.prepare_forward(module, device, compile=compile)
     module.train()
 
     for epoch in range(state.epoch, cfg.epochs):
@@ -156,7 +162,8 @@ def train(
                 raise TrainingInterrupted(phase, epoch + 1)
             x = images[idx].float().div_(255.0)
             views = [view(x) if view is not None else x for _ in range(n_views)]
-            out = module(views, labels[idx] if labels is not None else None)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = forward(views, labels[idx] if labels is not None else None)
             guard.add(epoch + 1, step_in_epoch + 1, out.loss, out.terms)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -175,6 +182,7 @@ def train(
             if delay:
                 time.sleep(delay)
         guard.check()  # before anything of this epoch is written
+        loss_sum, seen, term_sums = distributed.reduce_sums(loss_sum, seen, term_sums)
         state.epoch = epoch + 1
         record = {
             "phase": phase,

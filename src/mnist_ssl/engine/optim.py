@@ -22,14 +22,15 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(module: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    # The fused kernels exist on CUDA (and on CPU in recent torch); foreach elsewhere.
-    kwargs: dict = {"lr": cfg.lr}
-    if device.type == "cuda":
-        kwargs["fused"] = True
-    if cfg.optimizer == "adam":
-        # Adam's weight decay is L2 in the gradient; the document used plain Adam.
-        return torch.optim.Adam(param_groups(module, cfg.weight_decay), **kwargs)
-    return torch.optim.AdamW(param_groups(module, cfg.weight_decay), **kwargs)
+    """Adam or AdamW over :func:`param_groups`, with the fused kernel where this torch has one for
+    the device (CUDA; CPU since torch 2.4: 5.4 -> 0.9 ms a step at the default size, 16 -> 3.8 ms
+    at width 192, benchmarks/README.md), else torch's default implementation."""
+    # Adam's weight decay is L2 in the gradient; the document used plain Adam.
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    try:
+        return cls(param_groups(module, cfg.weight_decay), lr=cfg.lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device / torch
+        return cls(param_groups(module, cfg.weight_decay), lr=cfg.lr)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mnist_ssl.config import ModelConfig
-from mnist_ssl.models.layers import Block, init_weights
+from mnist_ssl.models.layers import Block, Dropout, init_weights
 from mnist_ssl.models.patch_embed import PatchEmbed, PositionEmbedding
 
 
@@ -33,7 +33,7 @@ class ViTEncoder(nn.Module):
         self.patch_embed = PatchEmbed(cfg.in_chans, cfg.dim, cfg.patch_size, cfg.tubelet)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = PositionEmbedding(cfg.dim, cfg.grid, cfg.frames // cfg.tubelet, cfg.pos_embed)
-        self.pos_drop = nn.Dropout(cfg.dropout)
+        self.pos_drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout) for _ in range(cfg.depth)
         )

@@ -1,0 +1,190 @@
+"""Several processes on the one engine: torch.distributed with DistributedDataParallel.
+
+Launch with torchrun; every process runs the same command:
+
+    torchrun --nproc_per_node=2 -m mnist_ssl pretrain --method infonce ...
+
+What changes when ``WORLD_SIZE`` > 1 (and nothing changes otherwise):
+
+- :func:`init_from_env` joins the process group (gloo on the CPU, nccl on
+  CUDA, where process k trains on ``cuda:LOCAL_RANK``).
+- The global batch is ``batch_size`` images, as in one process: every rank
+  draws the same permutation of the epoch (rank 0's, broadcast), cuts the same
+  global batches, and takes its own contiguous slice of each
+  (:func:`shard_batches`); ``batch_size`` must be divisible by the number of
+  processes. A last partial batch is cut to a multiple of the number of
+  processes (at most N - 1 images of an epoch are left out, different ones
+  each epoch).
+- :func:`prepare_forward` wraps the objective in DistributedDataParallel, which
+  averages gradients over the ranks, so a step equals a one-process step on the
+  global batch when the loss is a mean over the batch. Ranks other than 0 then
+  reseed their random streams (masks, augmentation, dropout differ per rank).
+- :func:`gather_with_grad` is how InfoNCE sees the negatives of every rank:
+  ``mnist_ssl.losses.nt_xent`` gathers both embedding batches, with gradient.
+- :func:`reduce_sums` adds the epoch's loss sums over the ranks for the log.
+- Only rank 0 prints and writes files (:func:`is_main`).
+
+docs/scaling.md tells how to run on several machines.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mnist_ssl.errors import ConfigError
+
+
+# ----- who am I ---------------------------------------------------------------
+def launched() -> bool:
+    """True in a process started by torchrun (or anything that sets WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def rank() -> int:
+    """This process's rank; before the group is joined, the launcher's RANK (0 without one)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    """Rank 0: the one process that prints and writes files."""
+    return rank() == 0
+
+
+def init_from_env(device: torch.device) -> torch.device:
+    """Join the process group described by torchrun's environment, if there is one.
+
+    MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE (and LOCAL_RANK) come from the
+    launcher. Backend: nccl on CUDA, gloo otherwise. Returns the device this
+    process trains on (``cuda:LOCAL_RANK`` on CUDA, else ``device`` unchanged).
+    """
+    if not launched():
+        return device
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not dist.is_initialized():
+        if not dist.is_available():
+            raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def shutdown() -> None:
+    """Leave the process group (at the end of a command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ----- the data: one slice of every global batch per rank -----------------------
+def num_steps(n: int, batch_size: int) -> int:
+    """Steps in an epoch of ``n`` images at global batch ``batch_size`` (see :func:`shard_batches`)."""
+    w = world_size()
+    if batch_size % w:
+        raise ConfigError(f"batch_size={batch_size} is not divisible by the {w} processes: "
+                          f"choose a multiple of {w} (the batch is the global batch over all processes)")
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= w else 0)
+
+
+def shard_batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """An epoch's permutation -> this rank's indices of each global batch.
+
+    One process: ``perm`` cut into batches of ``batch_size``. N processes: rank
+    0's permutation is broadcast, each global batch is cut into N equal
+    contiguous slices and rank k keeps slice k; the last batch is cut to a
+    multiple of N. Gathering the ranks' slices in rank order gives the global
+    batch back (what :func:`gather_with_grad` relies on).
+    """
+    w = world_size()
+    if w == 1:
+        return list(perm.split(batch_size))
+    dist.broadcast(perm, src=0)
+    batches = list(perm.split(batch_size))
+    last = len(batches[-1]) - len(batches[-1]) % w
+    batches[-1] = batches[-1][:last]
+    if last == 0:
+        batches.pop()
+    r = rank()
+    return [b.tensor_split(w)[r] for b in batches]
+
+
+# ----- the model: DDP (and torch.compile) around the objective -----------------
+def prepare_forward(module: nn.Module, device: torch.device, compile: bool = False) -> nn.Module:
+    """What the engine calls each step: ``module`` itself, DDP-wrapped across processes, compiled on request.
+
+    The engine keeps ``module`` (plain names, for checkpoints and resume) and
+    calls the returned wrapper; both share the same parameters.
+    """
+    forward: nn.Module = module
+    if active():
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP broadcasts rank 0's weights and buffers, so every rank starts equal.
+        forward = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        if rank() > 0:
+            # Rank 0 keeps the stream of a one-process run; the others get their own.
+            torch.manual_seed(torch.initial_seed() + 7919 * rank())
+    if compile:
+        forward = torch.compile(forward)
+    return forward
+
+
+def reduce_sums(loss_sum: torch.Tensor, seen: int, terms: dict) -> tuple[torch.Tensor, int, dict]:
+    """Sum an epoch's (loss * batch) sums, image count and term sums over the ranks (identity in one process)."""
+    if not active():
+        return loss_sum, seen, terms
+    keys = sorted(terms)
+    flat = torch.stack([loss_sum.float(), torch.tensor(float(seen), device=loss_sum.device)]
+                       + [torch.as_tensor(terms[k], device=loss_sum.device).float() for k in keys])
+    dist.all_reduce(flat)
+    return flat[0], int(flat[1].item()), {k: flat[2 + i] for i, k in enumerate(keys)}
+
+
+# ----- the loss: negatives from every rank -----------------------------------
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands each rank the summed gradient of its own slice.
+
+    Every rank computes the same loss of the gathered batch, so each rank's
+    gradient of its slice is the same; summing them over the ranks (all_reduce)
+    and letting DDP average the weight gradients gives exactly the gradient of
+    the loss in one process.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor):
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        g = torch.stack([x.contiguous() for x in grads])
+        dist.all_reduce(g)
+        return g[dist.get_rank()]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """(n, ...) on each of N ranks -> (N * n, ...), slices in rank order; identity in one process.
+
+    Gradients flow back to every rank's ``x``. Every rank must compute the same
+    loss of the result (``nt_xent`` of the gathered batches does), and ``n``
+    must be equal on every rank (:func:`shard_batches` makes it so).
+    """
+    if not active():
+        return x
+    return torch.cat(_GatherWithGrad.apply(x))

@@ -1,0 +1,305 @@
+"""``mnist-ssl label-efficiency``: how many labels does each method need once it has seen the unlabelled images?
+
+The protocol:
+
+1. The data are split once: a fixed test sample (seed 0's, ``test_per_class``
+   images per class; for an IDX folder drawn from the t10k files) and the
+   *pool*, every other training image. For the embedded data the pool is the
+   5,000 images minus the test sample (the test images are never seen, not even
+   without labels); for an IDX folder it is the whole training file.
+2. Each self-supervised method pretrains one encoder (seed ``cfg.seed``) on the
+   pool's images, without labels.
+3. For each budget k (labelled images per class; "all" = the whole pool) and
+   each seed s, k images per class are drawn from the pool (nested: the k
+   images of seed s are the first k of a per-class order fixed by s). With
+   them, the pretrained encoder is (a) frozen, and a logistic regression is
+   fitted on its CLS features (the linear probe), and (b) fine-tuned whole for
+   a fixed number of optimiser steps (about ``finetune_steps``, at least one
+   epoch), then tested.
+4. ``supervised`` is the same ViT from random initialisation (seed s): its
+   fine-tuning is training from scratch, and its probe measures random features.
+
+Writes into ``out``: ``results.json`` (every row, written after each one so an
+interrupted job keeps what finished; ``--resume`` continues and keeps the rows
+of methods not named this time, so a job can be split over several commands), ``table.md``,
+``accuracy_vs_labels.png`` (fine-tuning) and ``probe_vs_labels.png``, and per
+method ``pretrained/<method>.safetensors`` with its pretraining ``log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnist_ssl.config import RunConfig
+from mnist_ssl.engine.checkpoint import atomic_write_text
+
+SCHEMA = "mnist-ssl/label-efficiency/v1"
+
+
+@dataclasses.dataclass
+class Pool:
+    """The unlabelled pool (labels kept only to draw labelled subsets) and the fixed test sample."""
+
+    images: torch.Tensor  # uint8 (N, 1, 28, 28) on the device
+    labels: np.ndarray  # class positions 0..K-1
+    test_images: torch.Tensor
+    test_labels: torch.Tensor  # class positions, on the device
+    classes: list[int]
+    source: str
+
+
+def load_pool(cfg: RunConfig, device: torch.device) -> Pool:
+    """Pool = every training image outside the test sample; test = seed 0's test sample (see the module)."""
+    from mnist_ssl.data import class_index, load_splits
+
+    data = dataclasses.replace(cfg.data, train_per_class=None)
+    if data.source == "embedded" and data.test_per_class is None:
+        from mnist_ssl.errors import ConfigError
+
+        raise ConfigError("label-efficiency on the embedded data needs a test sample: --test-per-class N")
+    train, test = load_splits(data, 0)
+    classes = list(data.classes) if data.classes is not None else list(range(10))
+    return Pool(train.images.to(device), class_index(train.labels, classes).numpy(),
+                test.images.to(device), class_index(test.labels, classes).to(device), classes, train.source)
+
+
+def labelled_subset(labels: np.ndarray, k: int | None, seed: int) -> np.ndarray:
+    """Positions of k images per class (all when None), nested in k for a given seed, grouped by class."""
+    chosen = []
+    for c in np.unique(labels):
+        order = np.random.default_rng([seed, 2, int(c)]).permutation(np.flatnonzero(labels == c))
+        if k is not None and k > len(order):
+            from mnist_ssl.errors import DataError
+
+            raise DataError(f"{k} labelled images per class asked, but class {c} has {len(order)} in the pool")
+        chosen.append(order if k is None else order[:k])
+    return np.concatenate(chosen)
+
+
+def finetune_epochs(n: int, batch_size: int, steps: int) -> tuple[int, int]:
+    """(batch size, epochs) for about ``steps`` optimiser steps on ``n`` images (at least one epoch)."""
+    batch = min(batch_size, n)
+    per_epoch = math.ceil(n / batch)
+    return batch, max(1, round(steps / per_epoch))
+
+
+# ----- the two halves ---------------------------------------------------------
+def pretrain(cfg: RunConfig, pool: Pool, folder: Path, quiet: bool):
+    """Pretrain a fresh encoder on the pool's images (no labels); save it; return it."""
+    from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
+    from mnist_ssl.engine.checkpoint import save_checkpoint
+    from mnist_ssl.engine.loop import train
+    from mnist_ssl.models.vit import ViTEncoder
+    from mnist_ssl.objectives.registry import build_objective
+    from mnist_ssl.pipeline import _clip_builder, make_view, seed_everything
+
+    device = pool.images.device
+    seed_everything(cfg.seed)
+    encoder = ViTEncoder(cfg.model).to(device)
+    objective = build_objective(cfg, encoder)
+    if objective is None:
+        return encoder
+    objective.to(device)
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / f"{cfg.method}.log.jsonl"
+    log.unlink(missing_ok=True)
+    callbacks: list = [JSONLLogger(log, method=cfg.method, seed=cfg.seed)]
+    if not quiet:
+        callbacks.append(ConsolePrinter(f"{cfg.method} {objective.loss_label}"))
+    seed_everything(cfg.seed)
+    train(objective, pool.images, None, cfg.pretrain, phase="pretrain",
+          view=make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg)), callbacks=callbacks,
+          compile=cfg.compile)
+    save_checkpoint(folder / cfg.method, objective, kind="objective", model=cfg.model,
+                    extra={"method": cfg.method, "classes": pool.classes, "run_config": cfg.to_dict(),
+                           "pretrained_on": f"{len(pool.images)} pool images of {pool.source}, no labels"})
+    return encoder
+
+
+def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: torch.Tensor, pool: Pool,
+                      seed: int, steps: int) -> tuple[float, int]:
+    """Fine-tune a copy of ``encoder`` + a zero head on (images, targets); -> (test accuracy, epochs)."""
+    from mnist_ssl.engine.loop import train
+    from mnist_ssl.models.vit import ViTClassifier
+    from mnist_ssl.objectives.supervised import Supervised
+    from mnist_ssl.pipeline import _clip_builder, make_view, predict_logits, seed_everything
+
+    batch, epochs = finetune_epochs(len(images), cfg.finetune.batch_size, steps)
+    ft = dataclasses.replace(cfg.finetune, batch_size=batch, epochs=epochs,
+                             warmup_epochs=min(cfg.finetune.warmup_epochs, epochs))
+    classifier = ViTClassifier(copy.deepcopy(encoder), len(pool.classes)).to(images.device)
+    seed_everything(seed + 1)
+    if cfg.finetune.head_init == "probe":  # LP-FT: start from a head fitted on the frozen features
+        from mnist_ssl.pipeline import fit_head_on_frozen_features
+
+        fit_head_on_frozen_features(classifier, images, targets)
+    train(Supervised(classifier, ft.label_smoothing), images, targets, ft, phase="finetune",
+          view=make_view(cfg.finetune_augment, cfg.model, _clip_builder(cfg)), compile=cfg.compile)
+    pred = predict_logits(classifier, pool.test_images).argmax(-1)
+    return float((pred == pool.test_labels.cpu()).float().mean()), epochs
+
+
+# ----- the job ------------------------------------------------------------------
+def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: list[int | None],
+                         seeds: list[int], finetune_steps: int = 300, quiet: bool = False,
+                         resume: bool = False, command: str = "") -> dict:
+    """Every method in ``configs`` x every budget in ``labels`` (k per class, None = all) x ``seeds[i]`` seeds."""
+    from mnist_ssl.engine.checkpoint import load_encoder
+    from mnist_ssl.evaluation.probe import extract_features, linear_probe
+    from mnist_ssl.models.vit import ViTEncoder
+    from mnist_ssl.objectives.registry import get_method
+    from mnist_ssl.pipeline import resolve_device, seed_everything, setup_threads
+
+    if len(seeds) != len(labels):
+        from mnist_ssl.errors import ConfigError
+
+        raise ConfigError(f"{len(labels)} label budgets but {len(seeds)} seed counts: give one per budget")
+    any_cfg = next(iter(configs.values()))
+    setup_threads(any_cfg.threads)
+    device = resolve_device(any_cfg.device)
+    pool = load_pool(any_cfg, device)
+    results_path = out / "results.json"
+    done: dict[tuple, dict] = {}
+    kept: list[dict] = []  # rows of methods not run now (a job split over several commands)
+    if resume and results_path.exists():
+        previous = json.loads(results_path.read_text())
+        for r in previous["rows"]:
+            done[(r["method"], r["k"], r["seed"])] = r
+            if r["method"] not in configs:
+                kept.append(r)
+    result = {"schema": SCHEMA, "command": command, "data": dataclasses.asdict(any_cfg.data), "source": pool.source, "classes": pool.classes,
+              "pool_images": int(len(pool.images)), "test_images": int(len(pool.test_images)),
+              "labels_per_class": [("all" if k is None else k) for k in labels], "seeds": seeds,
+              "finetune_steps": finetune_steps,
+              "pretrain": {m: {"epochs": c.pretrain.epochs, "batch_size": c.pretrain.batch_size}
+                           for m, c in configs.items()},
+              "threads": any_cfg.threads, "rows": kept, "wall_time_s": {}}
+    say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
+    t_job = time.perf_counter()
+    pool_x = pool.images.float() / 255.0
+    test_x = pool.test_images.float() / 255.0
+    test_y = pool.test_labels.cpu().numpy()
+    for method, cfg in configs.items():
+        spec = get_method(method)
+        t0 = time.perf_counter()
+        ckpt = out / "pretrained" / f"{method}.safetensors"
+        if spec.build is not None and resume and ckpt.exists():
+            encoder = load_encoder(ckpt)[0].to(device)
+            say(f"== {method}: pretrained encoder from {ckpt}")
+        else:
+            say(f"== {method}: pretraining on {len(pool.images)} images without labels"
+                if spec.build is not None else f"== {method}: no pretraining")
+            encoder = pretrain(cfg, pool, out / "pretrained", quiet)
+        result["wall_time_s"][f"{method}/pretrain"] = round(time.perf_counter() - t0, 1)
+        feats = feats_test = None  # frozen features of a pretrained encoder serve every (k, seed)
+        for k, n_seeds in zip(labels, seeds):
+            for s in range(n_seeds):
+                key = (method, "all" if k is None else k, s)
+                if key in done:
+                    result["rows"].append(done[key])
+                    continue
+                t1 = time.perf_counter()
+                idx = labelled_subset(pool.labels, k, s)
+                if spec.build is None:  # from scratch: a fresh encoder per seed
+                    seed_everything(s)
+                    enc = ViTEncoder(cfg.model).to(device)
+                    f_tr, f_te = extract_features(enc, pool_x[idx]), extract_features(enc, test_x)
+                else:
+                    enc = encoder
+                    if feats is None:
+                        feats, feats_test = extract_features(encoder, pool_x), extract_features(encoder, test_x)
+                    f_tr, f_te = feats[idx], feats_test
+                probe = linear_probe(f_tr, pool.labels[idx], f_te, test_y, C=cfg.eval.probe_c)["accuracy"]
+                y = torch.as_tensor(pool.labels[idx], device=device)
+                acc, epochs = finetune_and_test(cfg, enc, pool.images[torch.as_tensor(idx, device=device)], y,
+                                                pool, s, finetune_steps)
+                row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(idx)),
+                       "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs,
+                       "time_s": round(time.perf_counter() - t1, 2)}
+                result["rows"].append(row)
+                say(f"{method:12s} k={key[1]!s:>4} seed {s}: fine-tune {100 * acc:6.2f}%  "
+                    f"probe {100 * probe:6.2f}%  ({row['time_s']:.0f} s)")
+                result["wall_time_s"]["total"] = round(time.perf_counter() - t_job, 1)
+                atomic_write_text(results_path, json.dumps(result, indent=2))
+    result["wall_time_s"]["total"] = round(time.perf_counter() - t_job, 1)
+    if resume and results_path.exists():  # earlier commands' times, for the methods they ran
+        for k, v in previous.get("wall_time_s", {}).items():
+            result["wall_time_s"].setdefault(k, v)
+    result["summary"] = summarise(result["rows"])
+    result["margins_at_10"] = margins(result["summary"], 10)
+    atomic_write_text(results_path, json.dumps(result, indent=2))
+    table = format_table(result)
+    atomic_write_text(out / "table.md", table + "\n")
+    write_plots(result, len(pool.images) // len(pool.classes), out)
+    print(table)
+    return result
+
+
+# ----- summaries ------------------------------------------------------------------
+def summarise(rows: list[dict]) -> dict:
+    """method -> k -> {"finetune": {mean, std, n}, "probe": {...}} (std over seeds, ddof=1; 0 for one seed)."""
+    from mnist_ssl.evaluation.metrics import summary
+
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["method"], {}).setdefault(str(r["k"]), {"finetune": [], "probe": []})
+        cell = out[r["method"]][str(r["k"])]
+        cell["finetune"].append(r["finetune_accuracy"])
+        cell["probe"].append(r["probe_accuracy"])
+    for cells in out.values():
+        for k, cell in cells.items():
+            for part in ("finetune", "probe"):
+                s = summary(cell[part])
+                cell[part] = {"mean": s["mean"], "std": s["std"] if s["n"] > 1 else 0.0, "n": s["n"]}
+    return out
+
+
+def margins(summ: dict, k: int) -> dict:
+    """Fine-tuning accuracy of each method minus the no-pretraining ViT's, at k labels per class."""
+    base = summ.get("supervised", {}).get(str(k))
+    if base is None:
+        return {}
+    return {m: round(cells[str(k)]["finetune"]["mean"] - base["finetune"]["mean"], 4)
+            for m, cells in summ.items() if m != "supervised" and str(k) in cells}
+
+
+def format_table(result: dict) -> str:
+    summ = result.get("summary") or summarise(result["rows"])
+    ks = [str(k) for k in result["labels_per_class"]]
+    head = "| method | " + " | ".join(f"k={k}" for k in ks) + " |"
+    lines = [f"Test accuracy % (fine-tuned; linear probe in brackets), mean ± std over seeds; "
+             f"{result['pool_images']} pool images, {result['test_images']} test images.", "",
+             head, "|---" * (len(ks) + 1) + "|"]
+    for m, cells in summ.items():
+        row = []
+        for k in ks:
+            c = cells.get(k)
+            if c is None:
+                row.append("-")
+                continue
+            f, p = c["finetune"], c["probe"]
+            row.append(f"{100 * f['mean']:.1f} ± {100 * f['std']:.1f} ({100 * p['mean']:.1f}) n={f['n']}")
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    marg = result.get("margins_at_10") or margins(summ, 10)
+    if marg:
+        lines += ["", "Margin over the no-pretraining ViT at k=10 (fine-tuned, points): "
+                  + ", ".join(f"{m} {100 * v:+.1f}" for m, v in marg.items())]
+    return "\n".join(lines)
+
+
+def write_plots(result: dict, all_per_class: int, out: Path) -> None:
+    from mnist_ssl.report.plots import plot_accuracy_vs_labels
+
+    summ = result.get("summary") or summarise(result["rows"])
+    for part, name in (("finetune", "accuracy_vs_labels.png"), ("probe", "probe_vs_labels.png")):
+        table = {m: {(all_per_class if k == "all" else int(k)): (c[part]["mean"], c[part]["std"])
+                     for k, c in cells.items()} for m, cells in summ.items()}
+        plot_accuracy_vs_labels(table, str(out / name))

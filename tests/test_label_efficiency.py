@@ -1,0 +1,93 @@
+"""``mnist-ssl label-efficiency``: the protocol's pieces and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_ssl.cli import build_config, build_parser, main
+from mnist_ssl.label_efficiency import finetune_epochs, labelled_subset, load_pool, margins, summarise
+
+TINY = ["--classes", "0,1,2", "--test-per-class", "10", "--epochs", "1", "--finetune-steps", "4",
+        "--set", "model.dim=32", "--set", "model.depth=1", "--set", "model.heads=2", "--quiet"]
+
+
+def test_labelled_subsets_are_balanced_nested_and_seeded():
+    labels = np.repeat(np.arange(3), 50)
+    a5, a10 = labelled_subset(labels, 5, seed=0), labelled_subset(labels, 10, seed=0)
+    assert np.bincount(labels[a5]).tolist() == [5, 5, 5]
+    for c in range(3):  # nested: the 5 of each class are the first 5 of its 10
+        assert a5[labels[a5] == c].tolist() == a10[labels[a10] == c][:5].tolist()
+    assert not np.array_equal(a5, labelled_subset(labels, 5, seed=1))
+    assert np.array_equal(a5, labelled_subset(labels, 5, seed=0))
+    assert sorted(labelled_subset(labels, None, 3).tolist()) == list(range(150))
+
+
+def test_finetune_budget_in_steps():
+    assert finetune_epochs(10, 32, 300) == (10, 300)  # k=1, ten classes: one step per epoch
+    assert finetune_epochs(1000, 32, 320) == (32, 10)  # 32 steps per epoch
+    assert finetune_epochs(60000, 32, 300) == (32, 1)  # at least one epoch
+
+
+def test_the_embedded_pool_never_holds_a_test_image():
+    args = build_parser().parse_args(["label-efficiency", "--classes", "0,1,2", "--test-per-class", "20"])
+    pool = load_pool(build_config(args, "mae"), torch.device("cpu"))
+    assert len(pool.test_images) == 60 and len(pool.images) == 3 * 500 - 60
+    flat = lambda t: {bytes(row) for row in t.reshape(len(t), -1).numpy()}  # noqa: E731
+    assert not flat(pool.images) & flat(pool.test_images)
+    assert np.bincount(pool.labels).tolist() == [480, 480, 480]
+
+
+def test_margins_against_the_no_pretraining_vit():
+    rows = [{"method": m, "k": 10, "seed": s, "finetune_accuracy": a, "probe_accuracy": 0.5}
+            for m, accs in (("supervised", (0.6, 0.7)), ("mae", (0.8, 0.9))) for s, a in enumerate(accs)]
+    summ = summarise(rows)
+    assert summ["mae"]["10"]["finetune"]["mean"] == pytest.approx(0.85)
+    assert summ["mae"]["10"]["finetune"]["n"] == 2
+    assert margins(summ, 10) == {"mae": pytest.approx(0.2)}
+
+
+def test_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "le"
+    args = ["label-efficiency", "--out", str(out), "--methods", "mae,supervised", "--labels", "1,3",
+            "--seeds", "2,1", *TINY]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| mae |" in printed and "| supervised |" in printed
+    for name in ("results.json", "table.md", "accuracy_vs_labels.png", "probe_vs_labels.png",
+                 "pretrained/mae.safetensors", "pretrained/mae.json", "pretrained/mae.log.jsonl"):
+        assert (out / name).exists(), name
+    res = json.loads((out / "results.json").read_text())
+    assert res["schema"] == "mnist-ssl/label-efficiency/v1"
+    assert res["test_images"] == 30 and res["pool_images"] == 1500 - 30
+    keys = sorted((r["method"], r["k"], r["seed"]) for r in res["rows"])
+    assert keys == sorted([(m, k, s) for m in ("mae", "supervised") for k, n in ((1, 2), (3, 1))
+                           for s in range(n)])
+    for r in res["rows"]:
+        assert 0 <= r["finetune_accuracy"] <= 1 and 0 <= r["probe_accuracy"] <= 1
+        assert r["n_labelled"] == 3 * r["k"]
+    # --resume keeps finished rows and the pretrained encoder: nothing is trained again.
+    before = (out / "pretrained" / "mae.safetensors").stat().st_mtime_ns
+    assert main(args + ["--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["rows"] == res["rows"]
+    assert (out / "pretrained" / "mae.safetensors").stat().st_mtime_ns == before
+
+
+def test_all_labels_means_the_whole_pool():
+    args = build_parser().parse_args(["label-efficiency", "--labels", "1,all"])
+    from mnist_ssl.cli import _parse_count
+
+    assert [_parse_count(k, "--labels") for k in args.labels.split(",")] == [1, None]
+    labels = np.repeat(np.arange(3), 7)
+    assert len(labelled_subset(labels, None, 0)) == 21
+
+
+def test_bad_seed_counts_are_one_line_errors(tmp_path, capsys):
+    base = ["label-efficiency", "--out", str(tmp_path / "x"), "--labels", "1,5", *TINY]
+    assert main(base + ["--seeds", "2,x"]) == 2
+    assert main(base + ["--seeds", "1,2,3"]) == 2
+    assert "seed counts" in capsys.readouterr().err
