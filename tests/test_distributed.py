@@ -112,7 +112,8 @@ def test_two_processes_match_one_process(tmp_path, capsys):
     c1, c2 = _curve(one), _curve(two)
     assert len(c1) == len(c2) == 3  # one log line per epoch: rank 1 wrote none
     for a, b in zip(c1, c2):
-        assert b == pytest.approx(a, rel=1e-4), (c1, c2)
+        # Sums over two shards round differently from one sum: agree to 1e-3 after 3 epochs.
+        assert b == pytest.approx(a, rel=1e-3), (c1, c2)
 
 
 def test_batch_must_divide_among_processes():

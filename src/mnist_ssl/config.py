@@ -32,7 +32,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.1  # in the feed-forward network and after attention
     attn_dropout: float = 0.0  # on the attention weights
-    pos_embed: str = "sincos"  # "sincos" (fixed 2-D sin-cos) or "learned"
+    pos_embed: str = "learned"  # "learned" (random start) or "sincos" (fixed 2-D sin-cos)
     # Clips: an image is a clip of one frame. ``frames`` > 1 makes a video model
     # whose inputs are (B, C, T, H, W); ``tubelet`` frames share one token.
     frames: int = 1

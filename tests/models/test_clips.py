@@ -120,9 +120,10 @@ def test_image_model_and_one_frame_clip_model_give_the_same_tokens(pos_embed):
 
 
 def test_image_weights_load_into_a_clip_model_and_differ_by_the_time_embedding():
-    """The same weights serve 1 and 3 frames; the 3-frame tokens are the image tokens + a time term."""
-    image_model = ViTEncoder(ModelConfig(dim=32, depth=1, heads=2))
-    clip_model = ViTEncoder(ModelConfig(dim=32, depth=1, heads=2, frames=3))
+    """With fixed sin-cos tables the same weights serve 1 and 3 frames; the 3-frame tokens are the
+    image tokens + a time term."""
+    image_model = ViTEncoder(ModelConfig(dim=32, depth=1, heads=2, pos_embed="sincos"))
+    clip_model = ViTEncoder(ModelConfig(dim=32, depth=1, heads=2, frames=3, pos_embed="sincos"))
     clip_model.load_state_dict(image_model.state_dict())  # strict: nothing is frame-specific
     x = torch.rand(2, 1, 28, 28)
     tokens = clip_model.tokens(x).reshape(2, 3, 49, 32)

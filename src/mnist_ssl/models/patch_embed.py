@@ -62,8 +62,11 @@ def sincos_2d(dim: int, grid: int) -> torch.Tensor:
 class PositionEmbedding(nn.Module):
     """Separable space + time position embedding for (T' x grid x grid) tokens.
 
-    ``kind="sincos"`` is fixed; ``kind="learned"`` starts from the same values
-    and is trained. The time term is used only when there is more than one
+    ``kind="sincos"`` is fixed; ``kind="learned"`` is trained from a small random
+    start (truncated normal, std 0.02, as ViT/timm): on 300 MNIST images a ViT
+    with it fits its training set within 10 epochs, while with the fixed table
+    (amplitude 1 per channel, which swamps 16-pixel patch embeddings) it did not
+    (docs/results.md). The time term is used only when there is more than one
     token per spatial position, so an image model and a one-frame clip model
     produce identical tokens.
     """
@@ -74,8 +77,9 @@ class PositionEmbedding(nn.Module):
         spatial = sincos_2d(dim, grid)
         temporal = sincos_1d(dim, torch.arange(time_steps))
         if kind == "learned":
-            self.spatial = nn.Parameter(spatial.clone())
-            self.temporal = nn.Parameter(temporal.clone()) if time_steps > 1 else None
+            self.spatial = nn.Parameter(nn.init.trunc_normal_(torch.empty_like(spatial), std=0.02))
+            self.temporal = (nn.Parameter(nn.init.trunc_normal_(torch.empty_like(temporal), std=0.02))
+                             if time_steps > 1 else None)
         else:
             self.register_buffer("spatial", spatial, persistent=False)
             self.register_buffer("temporal", temporal if time_steps > 1 else None, persistent=False)
