@@ -111,8 +111,8 @@ class SignalledJobs:
     the first figure and probe, so the subprocesses never import matplotlib or scikit-learn.
     """
 
-    DELAY = 0.15  # seconds per step: an epoch of 4 steps lasts >= 0.6 s
-    MID_EPOCH = 0.25  # seconds after an epoch's log line: inside the next epoch's second step
+    DELAY = 0.3  # seconds per step: an epoch of 4 steps lasts >= 1.2 s (room on a busy machine)
+    MID_EPOCH = 0.5  # seconds after an epoch's log line: inside the next epoch's second step
     PLANS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
 
     def __init__(self) -> None:
