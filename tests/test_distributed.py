@@ -82,10 +82,11 @@ def _worker(rank: int, port: int, world: int, tmp: str) -> None:
              "max_err": max((p.grad - g).abs().max().item() for p, g in zip(head.parameters(), ref_grads)),
              "max_grad": max(g.abs().max().item() for g in ref_grads)}
     # 2. The pretrain command as torchrun runs it (the process group is already joined).
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["pretrain", "--method", "infonce", "--out", str(Path(tmp, "two")), *TINY])
-    Path(tmp, f"rank{rank}.json").write_text(json.dumps({**grads, "code": code, "stdout": out.getvalue()}))
+    Path(tmp, f"rank{rank}.json").write_text(json.dumps({**grads, "code": code, "stdout": out.getvalue(),
+                                                         "stderr": err.getvalue()}))
 
 
 def _curve(run: Path) -> list[float]:
@@ -98,12 +99,12 @@ def test_two_processes_match_one_process(tmp_path, capsys):
                        start_method="fork" if "fork" in mp.get_all_start_methods() else "spawn")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for r in ranks:
-        assert r["code"] == 0
+        assert r["code"] == 0, r["stderr"]
         assert r["loss"] == pytest.approx(r["loss_ref"], rel=1e-6)
         assert r["max_grad"] > 1e-3  # the check has teeth: the gradient is not ~0
         assert r["max_err"] < 1e-5, r
     # Only rank 0 prints and writes.
-    assert "pretrained checkpoint:" in ranks[0]["stdout"] and ranks[1]["stdout"] == ""
+    assert "pretrained checkpoint:" in ranks[0]["stdout"] and ranks[1]["stdout"] == "", ranks
     two = tmp_path / "two"
     assert (two / "pretrained.safetensors").exists() and (two / "config.json").exists()
     # One process, the same global batch of 16: the same loss curve.
