@@ -223,6 +223,9 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
 
     if args.classes is None:
         args.classes = "all"
+    # LP-FT by default: with few labels, a zero head let fine-tuning wreck the pretrained
+    # features (docs/results_label_efficiency.md); --set finetune.head_init=zero restores it.
+    args.set = ["finetune.head_init=probe"] + list(args.set or [])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     labels = [_parse_count(k, "--labels") for k in args.labels.split(",")]
     try:
@@ -346,10 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from: {methods} (supervised = no pretraining)")
     p.add_argument("--labels", default="1,5,10,100,all", metavar="K,...",
                    help="labelled images per class (default 1,5,10,100,all)")
-    p.add_argument("--seeds", default="5,5,5,2,1", metavar="N,...",
-                   help="seeds per budget, one number per --labels entry or one for all (default 5,5,5,2,1)")
-    p.add_argument("--finetune-steps", type=int, default=300,
-                   help="optimiser steps of each fine-tuning (at least one epoch; default 300)")
+    p.add_argument("--seeds", default="3,3,3,1,1", metavar="N,...",
+                   help="seeds per budget, one number per --labels entry or one for all (default 3,3,3,1,1)")
+    p.add_argument("--finetune-steps", type=int, default=1000,
+                   help="optimiser steps of each fine-tuning (at least one epoch; default 1000); it "
+                        "starts from a head fitted on the frozen features (finetune.head_init=probe)")
     p.add_argument("--out", default="runs/label-efficiency")
     p.add_argument("--resume", action="store_true", help="keep finished rows and pretrained encoders in --out")
     _add_data_args(p)
