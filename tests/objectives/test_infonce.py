@@ -141,14 +141,13 @@ def _global_bn_worker(rank: int, port: int, result_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_global_batch_norm_uses_the_global_batch_across_processes(tmp_path):
     import json
     import socket
 
     import torch.multiprocessing as mp
 
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
