@@ -198,7 +198,8 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
             say(f"== {method}: pretraining on {len(pool.images)} images without labels"
                 if spec.build is not None else f"== {method}: no pretraining")
             encoder = pretrain(cfg, pool, out / "pretrained", quiet)
-        result["wall_time_s"][f"{method}/pretrain"] = round(time.perf_counter() - t0, 1)
+            if spec.build is not None:
+                result["wall_time_s"][f"{method}/pretrain"] = round(time.perf_counter() - t0, 1)
         feats = feats_test = None  # frozen features of a pretrained encoder serve every (k, seed)
         for k, n_seeds in zip(labels, seeds):
             for s in range(n_seeds):
