@@ -15,9 +15,9 @@ in a colour of their own.
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -28,6 +28,8 @@ matplotlib.use("Agg")  # no display: the toolkit runs on servers and in CI
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator  # noqa: E402
+
+from mnist_ssl.fileio import atomic_write_bytes  # noqa: E402
 
 __all__ = [
     "plot_loss_curves",
@@ -49,23 +51,11 @@ MASK_COLOUR = (0.85, 0.35, 0.25)  # NaN pixels (masked patches) in reconstructio
 
 # ----- saving ---------------------------------------------------------------
 def _save(fig: Figure, path: str | os.PathLike) -> str:
-    """Write ``fig`` as PNG to ``path`` via a temporary file and ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not land before the bytes do
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``fig`` as PNG to ``path`` atomically (see :mod:`mnist_ssl.fileio`)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write_bytes(path, buf.getvalue())
+    return os.fspath(path)
 
 
 def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shlex
-import tempfile
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from mnist_ssl.errors import DataError
+from mnist_ssl.fileio import atomic_write_bytes
 from mnist_ssl.evaluation.baselines import REFERENCE as BASELINE_REFERENCE
 from mnist_ssl.evaluation.metrics import format_confusion, paired_comparison, pooled_interval, summary
 from mnist_ssl.report import plots
@@ -388,22 +388,6 @@ def _html(blocks: list[Any], root: Path, title: str) -> str:
     )
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not land before the bytes do
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # ----- sections ---------------------------------------------------------------
 def _results_section(folder: RunFolder) -> list[Any]:
     run_methods = _ordered(folder.runs, RUN_METHODS)
@@ -523,7 +507,7 @@ def _figures_section(folder: RunFolder) -> list[Any]:
             src = first / f"{kind}.png"
             if src.is_file():
                 name = f"figures/{kind}_{m}.png"
-                if attempt(str(src.relative_to(root)), lambda: _write_atomic(root / name, src.read_bytes())):
+                if attempt(str(src.relative_to(root)), lambda: atomic_write_bytes(root / name, src.read_bytes())):
                     blocks.append(_Image(name, f"{m}, {first.name}: {kind}."))
         npz = first / "features.npz"
         if npz.is_file():
@@ -611,6 +595,6 @@ def build_report(run_dir: str | os.PathLike) -> tuple[str, str]:
         blocks.append(_Text("metrics.json is valid against mnist-ssl/metrics/v1; every file was readable."))
 
     md_path, html_path = root / "report.md", root / "report.html"
-    _write_atomic(md_path, _md(blocks).encode("utf-8"))
-    _write_atomic(html_path, _html(blocks, root, f"mnist-ssl report: {root.name}").encode("utf-8"))
+    atomic_write_bytes(md_path, _md(blocks).encode("utf-8"))
+    atomic_write_bytes(html_path, _html(blocks, root, f"mnist-ssl report: {root.name}").encode("utf-8"))
     return str(md_path), str(html_path)
