@@ -135,3 +135,11 @@ def test_module_entry_point_and_help():
         r2 = subprocess.run([sys.executable, "-m", "mnist_ssl", cmd, "--help"], capture_output=True,
                             text=True, env=env)
         assert r2.returncode == 0 and "usage:" in r2.stdout
+
+
+def test_finetune_accepts_a_pretraining_run_folder(tiny_run, tmp_path, capsys):
+    folder = tiny_run / "runs" / "mae" / "seed0"
+    code, _, err = run_cli("finetune", "--checkpoint", folder, "--out", tmp_path / "ft", "--epochs", "1",
+                           "--train-per-class", "10", "--quiet", capsys=capsys)
+    assert code == 0, err
+    assert (tmp_path / "ft" / "finetuned.safetensors").exists()

@@ -47,7 +47,7 @@ def test_every_objective_trains_on_cuda_under_bf16_autocast(method):
     before = {k: v.detach().clone() for k, v in objective.state_dict().items()}
     images = load_embedded().images[:64].to(device)
     state = train(objective, images, None, cfg.pretrain, phase="pretrain",
-                  view=make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg)))
+                  view=make_view(cfg.pretrain_augment, _clip_builder(cfg)))
     assert len(state.history) == 2
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in state.history)
     assert state.optimizer.defaults.get("fused") is True

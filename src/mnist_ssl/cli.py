@@ -79,12 +79,13 @@ def parse_classes(text: str | None):
     return out
 
 
-def build_config(args: argparse.Namespace, method: str | None = None):
-    """Preset of the method, then --config, then the flags, then --set; validated."""
+def build_config(args: argparse.Namespace, method: str | None = None, base: dict | None = None):
+    """Defaults (or ``base``, e.g. a checkpoint's saved config), the method's preset,
+    --config, the flags, then --set; validated."""
     from mnist_ssl.config import RunConfig, apply_overrides, load_config_file, merge
     from mnist_ssl.objectives.registry import get_method
 
-    base = RunConfig().to_dict()
+    base = RunConfig().to_dict() if base is None else base
     if method is not None:
         base["method"] = method
         base = merge(base, get_method(method).preset)

@@ -116,7 +116,7 @@ def pretrain(cfg: RunConfig, pool: Pool, folder: Path, quiet: bool):
         callbacks.append(ConsolePrinter(f"{cfg.method} {objective.loss_label}"))
     seed_everything(cfg.seed)
     train(objective, pool.images, None, cfg.pretrain, phase="pretrain",
-          view=make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg)), callbacks=callbacks,
+          view=make_view(cfg.pretrain_augment, _clip_builder(cfg)), callbacks=callbacks,
           compile=cfg.compile)
     save_checkpoint(folder / cfg.method, objective, kind="objective", model=cfg.model,
                     extra={"method": cfg.method, "classes": pool.classes, "run_config": cfg.to_dict(),
@@ -142,7 +142,7 @@ def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: to
 
         fit_head_on_frozen_features(classifier, images, targets)
     train(Supervised(classifier, ft.label_smoothing), images, targets, ft, phase="finetune",
-          view=make_view(cfg.finetune_augment, cfg.model, _clip_builder(cfg)), compile=cfg.compile)
+          view=make_view(cfg.finetune_augment, _clip_builder(cfg)), compile=cfg.compile)
     pred = predict_logits(classifier, pool.test_images).argmax(-1)
     return float((pred == pool.test_labels.cpu()).float().mean()), epochs
 

@@ -107,7 +107,7 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def make_view(cfg_aug, model_cfg, clip_builder: Callable | None = None) -> Callable | None:
+def make_view(cfg_aug, clip_builder: Callable | None = None) -> Callable | None:
     """The phase's view function: augmentation, then (for clip models) clip construction."""
     augment = Augmenter(cfg_aug) if cfg_aug.enabled else None
     if augment is None and clip_builder is None:
@@ -168,7 +168,7 @@ def pretrain_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: 
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
     train(objective, data.pretrain_images, None, cfg.pretrain, phase="pretrain",
-          view=make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg)),
+          view=make_view(cfg.pretrain_augment, _clip_builder(cfg)),
           callbacks=_callbacks(cfg, run_dir / "log.jsonl", objective.loss_label, quiet, progress),
           stop_requested=stop_requested, resume=resume, compile=cfg.compile)
     elapsed = time.perf_counter() - t0
@@ -216,7 +216,7 @@ def finetune_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: 
     if cfg.finetune.head_init == "probe":
         fit_head_on_frozen_features(classifier, data.train_images, data.train_targets)
     train(Supervised(classifier, cfg.finetune.label_smoothing), data.train_images, data.train_targets,
-          cfg.finetune, phase="finetune", view=make_view(cfg.finetune_augment, cfg.model, _clip_builder(cfg)),
+          cfg.finetune, phase="finetune", view=make_view(cfg.finetune_augment, _clip_builder(cfg)),
           callbacks=_callbacks(cfg, run_dir / "log.jsonl", "Train Loss", quiet, progress),
           stop_requested=stop_requested, resume=resume, compile=cfg.compile)
     elapsed = time.perf_counter() - t0
@@ -378,40 +378,17 @@ def finetune_from(checkpoint: str | Path, args, out_dir: str | Path, *, quiet: b
     """``mnist-ssl finetune``: load a pretrained encoder, fine-tune, test; the run config comes
     from the checkpoint, then the command line's flags and --set on top."""
     from mnist_ssl.cli import build_config
-    from mnist_ssl.config import RunConfig, merge
+    from mnist_ssl.config import RunConfig
     from mnist_ssl.engine.checkpoint import load_encoder
 
+    if Path(checkpoint).is_dir():  # a pretraining run folder, as `mnist-ssl pretrain --out` wrote it
+        checkpoint = Path(checkpoint) / "pretrained.safetensors"
     encoder, meta = load_encoder(checkpoint)
-    saved = meta.get("run_config") or {}
-    if getattr(args, "config", None):
-        from mnist_ssl.config import load_config_file
-
-        saved = merge(saved, load_config_file(args.config))
-    base = RunConfig.from_dict(saved) if saved else RunConfig(method=meta.get("method", "mae"))
-    ns = dict(vars(args))
-    ns["config"] = None
-    cfg = _config_on(base, ns, build_config)
+    saved = meta.get("run_config") or RunConfig(method=meta.get("method", "mae")).to_dict()
+    cfg = build_config(args, None, base=RunConfig.from_dict(saved).to_dict())
     cfg.model = encoder.cfg
     device = resolve_device(cfg.device)
     return run_experiment(cfg, out_dir, quiet=quiet, encoder=encoder.to(device))
-
-
-def _config_on(base: RunConfig, ns: dict, build_config) -> RunConfig:
-    """Apply the CLI flags in ``ns`` on top of ``base`` (instead of the method preset)."""
-    import argparse
-    import os
-    import tempfile
-
-    from mnist_ssl.engine.checkpoint import atomic_write_text as _write
-
-    fd, tmp = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    try:
-        _write(tmp, base.to_json())
-        ns = dict(ns, config=tmp)
-        return build_config(argparse.Namespace(**ns), None)
-    finally:
-        os.unlink(tmp)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str = "embedded", dataset: str = "mnist",

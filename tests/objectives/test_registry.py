@@ -64,7 +64,7 @@ def test_objective_learns_through_the_engine(method):
     from mnist_ssl.pipeline import make_view, _clip_builder
 
     state = train(obj, images, None, cfg.pretrain, phase="pretrain",
-                  view=make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg)))
+                  view=make_view(cfg.pretrain_augment, _clip_builder(cfg)))
     losses = [r["loss"] for r in state.history]
     assert losses[-1] < losses[0], losses
 

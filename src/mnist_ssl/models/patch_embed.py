@@ -89,7 +89,3 @@ class PositionEmbedding(nn.Module):
         if self.time_steps == 1:
             return self.spatial
         return (self.temporal[:, None, :] + self.spatial[None, :, :]).reshape(-1, self.spatial.shape[1])
-
-
-def num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
