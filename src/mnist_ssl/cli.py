@@ -156,11 +156,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
     if args.first_seed < 0:
         raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be >= 1")
     configs = {m: build_config(args, m) for m in methods}
     out = prepare_out_dir(args.out, args.overwrite, getattr(args, "resume", False))
     reproduce(configs, out, seeds=args.seeds, first_seed=args.first_seed, baselines=not args.no_baselines,
               quiet=args.quiet, resume=getattr(args, "resume", False), command=_command_line(),
-              report=not args.no_report)
+              report=not args.no_report, jobs=jobs)
     return 0
 
 
@@ -301,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted job in --out: finished runs are kept, an unfinished run "
                         "continues from its last completed epoch (same flags required)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run N (method, seed) runs at once, each in its own worker process with --threads "
+                        "torch threads (keep N x threads <= CPU cores); default 1: every run in this process. "
+                        "With N > 1 the per-epoch lines and per-run confusion matrices are not printed, "
+                        "one line per finished run is; the results are the same")
     _add_data_args(p)
     _add_run_args(p)
     p.set_defaults(func=cmd_reproduce, seed=None)

@@ -7,6 +7,7 @@ import json
 import platform
 import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from mnist_ssl.config import RunConfig
 from mnist_ssl.engine.callbacks import ProgressBar, TrainingInterrupted
 from mnist_ssl.engine.checkpoint import atomic_write_text
+from mnist_ssl.errors import ConfigError, MnistSSLError
 
 SCHEMA = "mnist-ssl/metrics/v1"
 
@@ -75,7 +77,7 @@ def _steps(cfg: RunConfig, n_train: int, has_pretrain: bool) -> int:
 
 def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first_seed: int = 0,
               baselines: bool = True, quiet: bool = False, resume: bool = False, command: str = "",
-              report: bool = True) -> dict:
+              report: bool = True, jobs: int = 1) -> dict:
     """Run each method in ``configs`` for seeds first_seed..first_seed+seeds-1 into ``out``.
 
     Seed k draws one train/test sample used by every method and baseline (a paired comparison).
@@ -84,11 +86,17 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     (SIGINT/SIGTERM) ends the job at the next batch: what is saved stays, metrics.json says
     ``"complete": false``, and :class:`TrainingInterrupted` is raised after the resume command
     is printed.
+
+    ``jobs`` > 1 runs the (method, seed) runs in that many worker processes at once
+    (:func:`_run_parallel`); the results, and their order in metrics.json, are those of
+    ``jobs=1``, which runs everything in this process.
     """
     from mnist_ssl.evaluation.baselines import run_baselines
     from mnist_ssl.objectives.registry import get_method
     from mnist_ssl.pipeline import prepare_data, resolve_device, run_experiment, setup_threads
 
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be an integer >= 1")
     any_cfg = next(iter(configs.values()))
     setup_threads(any_cfg.threads)
     device = resolve_device(any_cfg.device)
@@ -104,46 +112,51 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     current = None  # (method, seed, run folder) of the run in progress
     with StopFlag() as stop:
         try:
-            for seed in seed_list:
-                data = None
-                for method, base_cfg in configs.items():
-                    cfg = dataclasses.replace(base_cfg, seed=seed)
-                    cfg = RunConfig.from_dict(cfg.to_dict())  # a deep copy per run
-                    run_dir = out / "runs" / method / f"seed{seed}"
-                    done = run_dir / "metrics.json"
-                    if resume and done.exists():
-                        runs.append(json.loads(done.read_text()))
-                        progress.advance(_steps(cfg, n_train, get_method(method).build is not None))
-                        continue
-                    if stop():
-                        raise TrainingInterrupted("reproduce", 0, f"interrupted before {method}, seed {seed}")
-                    current = (method, seed, run_dir)
-                    if data is None or data.classes != list(cfg.data.classes or range(10)):
-                        data = prepare_data(cfg, device)
-                    progress.set_description(f"{method} seed {seed}")
-                    if not quiet:
-                        progress.write_line(f"== {method}, seed {seed} ==")
-                    metrics = run_experiment(cfg, run_dir, quiet=quiet, progress=progress,
-                                             stop_requested=stop, data=data, resume=resume)
-                    current = None
-                    metrics["checkpoint"] = str(Path(metrics["checkpoint"]).relative_to(out))
-                    runs.append(metrics)
-                if baselines:
-                    bpath = out / "baselines" / f"seed{seed}.json"
-                    if resume and bpath.exists():
-                        rows = json.loads(bpath.read_text())
-                    else:
+            if jobs > 1:
+                _run_parallel(configs, out, seed_list, jobs=jobs, baselines=baselines, quiet=quiet,
+                              resume=resume, progress=progress, stop=stop, n_train=n_train,
+                              runs=runs, base_rows=base_rows)
+            else:
+                for seed in seed_list:
+                    data = None
+                    for method, base_cfg in configs.items():
+                        cfg = dataclasses.replace(base_cfg, seed=seed)
+                        cfg = RunConfig.from_dict(cfg.to_dict())  # a deep copy per run
+                        run_dir = out / "runs" / method / f"seed{seed}"
+                        done = run_dir / "metrics.json"
+                        if resume and done.exists():
+                            runs.append(json.loads(done.read_text()))
+                            progress.advance(_steps(cfg, n_train, get_method(method).build is not None))
+                            continue
                         if stop():
-                            raise TrainingInterrupted("reproduce", 0, f"interrupted before the baselines, seed {seed}")
-                        if data is None:
-                            data = prepare_data(any_cfg.__class__.from_dict({**any_cfg.to_dict(), "seed": seed}), device)
-                        rows = run_baselines(data.train_images.float().cpu() / 255, data.train_targets.cpu(),
-                                             data.test_images.float().cpu() / 255, data.test_targets.cpu(),
-                                             data.classes)
-                        for r in rows:
-                            r["seed"] = seed
-                        atomic_write_text(bpath, json.dumps(rows, indent=2))
-                    base_rows.extend(rows)
+                            raise TrainingInterrupted("reproduce", 0, f"interrupted before {method}, seed {seed}")
+                        current = (method, seed, run_dir)
+                        if data is None or data.classes != list(cfg.data.classes or range(10)):
+                            data = prepare_data(cfg, device)
+                        progress.set_description(f"{method} seed {seed}")
+                        if not quiet:
+                            progress.write_line(f"== {method}, seed {seed} ==")
+                        metrics = run_experiment(cfg, run_dir, quiet=quiet, progress=progress,
+                                                 stop_requested=stop, data=data, resume=resume)
+                        current = None
+                        metrics["checkpoint"] = str(Path(metrics["checkpoint"]).relative_to(out))
+                        runs.append(metrics)
+                    if baselines:
+                        bpath = out / "baselines" / f"seed{seed}.json"
+                        if resume and bpath.exists():
+                            rows = json.loads(bpath.read_text())
+                        else:
+                            if stop():
+                                raise TrainingInterrupted("reproduce", 0, f"interrupted before the baselines, seed {seed}")
+                            if data is None:
+                                data = prepare_data(any_cfg.__class__.from_dict({**any_cfg.to_dict(), "seed": seed}), device)
+                            rows = run_baselines(data.train_images.float().cpu() / 255, data.train_targets.cpu(),
+                                                 data.test_images.float().cpu() / 255, data.test_targets.cpu(),
+                                                 data.classes)
+                            for r in rows:
+                                r["seed"] = seed
+                            atomic_write_text(bpath, json.dumps(rows, indent=2))
+                        base_rows.extend(rows)
         except TrainingInterrupted as e:
             interrupted = e
         finally:
@@ -175,16 +188,333 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     return metrics
 
 
+# ----- --jobs N: runs in worker processes ---------------------------------------
+class _JobInterrupted(TrainingInterrupted):
+    """The parallel job stopped; ``stopped`` lists (TrainingInterrupted, (method, seed, run folder))
+    of the runs that were in progress, for :func:`interrupted_message`."""
+
+    def __init__(self, message: str, stopped: list) -> None:
+        super().__init__("reproduce", 0, message)
+        self.stopped = stopped
+
+
+def _run_parallel(configs: dict[str, RunConfig], out: Path, seed_list: list[int], *, jobs: int,
+                  baselines: bool, quiet: bool, resume: bool, progress: ProgressBar, stop: StopFlag,
+                  n_train: int, runs: list[dict], base_rows: list[dict]) -> None:
+    """reproduce()'s loop with the (method, seed) runs in ``jobs`` worker processes.
+
+    Each worker loads its own data and calls run_experiment(quiet=True) with torch threads from
+    the config; the metrics come back here and go into ``runs`` in the serial order (seed-major,
+    methods as given). The baselines run in this process, one seed at a time, while a worker is
+    idle. Workers leave the process group and ignore SIGINT; a stop request (or a failed run)
+    sets a shared Event that they poll before every batch, so each stopped run keeps the state
+    of its last completed epoch.
+    Appends to ``runs`` and ``base_rows``; raises the first failed run's error, or
+    :class:`_JobInterrupted` when the job stopped before it finished.
+    """
+    import queue as queue_mod
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from mnist_ssl.objectives.registry import get_method
+
+    slots: list[dict | None] = []  # one per (seed, method), in the serial order
+    tasks: dict[int, tuple] = {}  # slot -> (method, seed, cfg, run folder, steps)
+    for seed in seed_list:
+        for method, base_cfg in configs.items():
+            cfg = dataclasses.replace(base_cfg, seed=seed)
+            cfg = RunConfig.from_dict(cfg.to_dict())  # a deep copy per run
+            run_dir = out / "runs" / method / f"seed{seed}"
+            steps = _steps(cfg, n_train, get_method(method).build is not None)
+            done = run_dir / "metrics.json"
+            if resume and done.exists():
+                slots.append(json.loads(done.read_text()))
+                progress.advance(steps)
+                continue
+            tasks[len(slots)] = (method, seed, cfg, run_dir, steps)
+            slots.append(None)
+    base_seeds = list(seed_list) if baselines else []
+
+    ctx = _pool_context()
+    event, messages = ctx.Event(), ctx.Queue()
+    counted: dict[int, int] = {}  # slot -> steps shown on the bar
+    running: dict[int, str] = {}  # slot -> "method seed k", for the bar's description
+    stopped: list[tuple] = []  # (TrainingInterrupted, (method, seed, run folder))
+    not_started: list[int] = []
+    error: BaseException | None = None
+
+    def count(slot: int, steps: int) -> None:
+        if steps > counted.get(slot, 0):
+            progress.advance(steps - counted.get(slot, 0))
+            counted[slot] = steps
+
+    def drain() -> None:
+        while True:
+            try:
+                kind, slot, value = messages.get_nowait()
+            except (queue_mod.Empty, OSError, EOFError):
+                return
+            if kind == "start":
+                running[slot] = value
+                progress.set_description(", ".join(running.values()))
+            else:
+                count(slot, value)
+
+    # The signal handler only sets the StopFlag; this thread passes it on to the workers,
+    # also while this process is busy with the baselines.
+    job_over = threading.Event()
+
+    def relay() -> None:
+        while not job_over.wait(0.1):
+            if stop():
+                event.set()
+                return
+
+    pool = None
+    futures: dict = {}
+    try:
+        threading.Thread(target=relay, name="mnist-ssl-stop-relay", daemon=True).start()
+        if tasks:
+            pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
+                                       initializer=_worker_init, initargs=(event, messages))
+            with _signals_blocked():  # submit() starts the processes
+                for slot, (method, seed, cfg, run_dir, _) in tasks.items():
+                    futures[pool.submit(_worker_run, cfg.to_dict(), str(run_dir), resume, slot)] = slot
+        not_done = set(futures)
+        while not_done or (base_seeds and not event.is_set()):
+            finished = set()
+            if not_done:
+                finished, not_done = wait(not_done, timeout=0.2, return_when=FIRST_COMPLETED)
+            drain()
+            for future in sorted(finished, key=futures.get):
+                slot = futures[future]
+                method, seed, cfg, run_dir, steps = tasks[slot]
+                running.pop(slot, None)
+                if future.cancelled():
+                    not_started.append(slot)
+                    continue
+                try:
+                    status, value = future.result()
+                except BrokenProcessPool:
+                    status, value = "error", MnistSSLError(
+                        f"a worker process ended abruptly (killed, or out of memory?) and the runs in progress "
+                        f"with it; finished runs are kept in {out}: continue with --resume")
+                except Exception as e:  # noqa: BLE001 - a bug in a worker: stop the others, re-raise
+                    status, value = "error", e
+                if status == "ok":
+                    value["checkpoint"] = str(Path(value["checkpoint"]).relative_to(out))
+                    slots[slot] = value
+                    count(slot, steps)
+                    if not quiet:
+                        progress.write_line(f"== {method}, seed {seed}: {100 * value['accuracy']:.2f}% "
+                                            f"({value['wall_time_s']['total']:.0f} s) ==")
+                elif status == "interrupted":
+                    phase, epoch, message = value
+                    if phase == "reproduce":  # stopped before it began
+                        not_started.append(slot)
+                    else:
+                        stopped.append((TrainingInterrupted(phase, epoch, message), (method, seed, run_dir)))
+                    event.set()
+                else:
+                    error = error or value
+                    event.set()
+            if running:
+                progress.set_description(", ".join(running.values()))
+            if stop() or event.is_set():
+                event.set()
+                for future in not_done:
+                    future.cancel()  # those not started yet; running ones stop at their next batch
+                continue
+            if base_seeds and len(not_done) < jobs:  # a core is free: one seed's baselines
+                seed = base_seeds.pop(0)
+                progress.set_description(f"baselines seed {seed}")
+                base_rows.extend(_baselines(configs, out, seed, resume))
+        drain()
+    finally:
+        job_over.set()
+        if pool is not None:
+            event.set()  # only matters when leaving early (a second Ctrl-C)
+            pool.shutdown(wait=True, cancel_futures=True)
+        messages.close()
+    if error is not None:
+        raise error
+    runs.extend(r for r in slots if r is not None)
+    if stopped or not_started or base_seeds:
+        stopped.sort(key=lambda s: (s[1][1], list(configs).index(s[1][0])))  # the serial order
+        if stopped:
+            message = str(stopped[0][0])
+        elif not_started:
+            method, seed = tasks[min(not_started)][:2]
+            message = f"interrupted before {method}, seed {seed}"
+        else:
+            message = f"interrupted before the baselines, seed {base_seeds[0]}"
+        raise _JobInterrupted(message, stopped)
+
+
+# What every worker imports; the fork server imports it once, and forks workers from it.
+_PRELOAD = ["mnist_ssl.pipeline", "mnist_ssl.evaluation.probe", "mnist_ssl.report.plots", "sklearn.linear_model"]
+
+
+def _pool_context():
+    """"forkserver" where there is one (workers start in a fraction of a second: the modules are
+    imported once, in a fresh process that has run nothing), else "spawn". Never "fork": the
+    parent has run torch, and may hold threads and a CUDA context."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+def _baselines(configs: dict[str, RunConfig], out: Path, seed: int, resume: bool) -> list[dict]:
+    """One seed's raw-pixel baselines (kept from an earlier job with ``resume``), on the sample
+    that the serial loop would use: the first method's, or the last whose classes differ."""
+    import torch
+
+    from mnist_ssl.evaluation.baselines import run_baselines
+    from mnist_ssl.pipeline import prepare_data
+
+    bpath = out / "baselines" / f"seed{seed}.json"
+    if resume and bpath.exists():
+        return json.loads(bpath.read_text())
+    data_cfg = None
+    for base_cfg in configs.values():
+        cfg = RunConfig.from_dict(dataclasses.replace(base_cfg, seed=seed).to_dict())
+        if data_cfg is None or list(data_cfg.data.classes or range(10)) != list(cfg.data.classes or range(10)):
+            data_cfg = cfg
+    data = prepare_data(data_cfg, torch.device("cpu"))
+    rows = run_baselines(data.train_images.float() / 255, data.train_targets,
+                         data.test_images.float() / 255, data.test_targets, data.classes)
+    for r in rows:
+        r["seed"] = seed
+    atomic_write_text(bpath, json.dumps(rows, indent=2))
+    return rows
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _signals_blocked:
+    """SIGINT and SIGTERM blocked in this thread while the pool starts its processes: the fork
+    server and the workers inherit the mask, so a Ctrl-C or a SIGTERM sent to the whole process
+    group can never kill them; the workers unblock them once they are in their own group
+    (:func:`_worker_init`). The parent still sees such a signal: another thread receives it, and
+    the StopFlag's handler runs in the main thread as usual."""
+
+    def __enter__(self) -> None:
+        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if hasattr(signal, "pthread_sigmask") else None
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(event, messages) -> None:
+    """Pool initializer. Signals are the parent's to handle: the worker leaves the job's process
+    group (a Ctrl-C or SIGTERM to the group reaches only the parent, which sets ``event``) and
+    ignores SIGINT; SIGTERM keeps its default, which the pool uses to end a broken pool's workers.
+    A watcher thread stops the run at the next batch, and then the worker, if the parent dies."""
+    import multiprocessing
+    import os
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    messages.cancel_join_thread()  # never block this process's exit on progress messages
+    _WORKER.update(event=event, messages=messages, orphaned=False, busy=False)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), name="mnist-ssl-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent) -> None:
+    import os
+
+    parent.join()  # returns when the parent process has ended
+    _WORKER["orphaned"] = True
+    while _WORKER["busy"]:  # the run stops at its next batch, its state kept
+        time.sleep(0.1)
+    os._exit(1)  # an idle worker would otherwise wait for work forever
+
+
+def _worker_stop() -> bool:
+    return _WORKER["orphaned"] or _WORKER["event"].is_set()
+
+
+def _worker_run(cfg_dict: dict, run_dir: str, resume: bool, slot: int) -> tuple[str, object]:
+    """One (method, seed) run in a worker: ("ok", metrics), ("interrupted", (phase, epoch,
+    message)) or ("error", an MnistSSLError)."""
+    from mnist_ssl.pipeline import run_experiment, setup_threads
+
+    cfg = RunConfig.from_dict(cfg_dict)
+    setup_threads(cfg.threads or 1)  # one torch thread per process unless the config says more
+    if _worker_stop():
+        return "interrupted", ("reproduce", 0, f"interrupted before {cfg.method}, seed {cfg.seed}")
+    messages = _WORKER["messages"]
+    messages.put(("start", slot, f"{cfg.method} seed {cfg.seed}"))
+    progress = _QueueProgress(messages, slot)
+    _WORKER["busy"] = True
+    try:
+        return "ok", run_experiment(cfg, run_dir, quiet=True, progress=progress, stop_requested=_worker_stop,
+                                    resume=resume)
+    except TrainingInterrupted as e:  # its own pickling would lose phase and epoch
+        return "interrupted", (e.phase, e.epoch, str(e))
+    except MnistSSLError as e:
+        try:  # what rebuilding it in the parent does; TrainingInterrupted, say, would fail
+            type(e)(*e.args)
+        except Exception:  # noqa: BLE001 - an error class with its own constructor
+            e = MnistSSLError(str(e))
+        return "error", e
+    finally:
+        _WORKER["busy"] = False
+        progress.flush()
+
+
+class _QueueProgress:
+    """A worker's stand-in for the parent's ProgressBar: sends the run's step count so far,
+    at most every 0.2 s and at the end of each epoch."""
+
+    def __init__(self, messages, slot: int) -> None:
+        self.messages, self.slot = messages, slot
+        self.steps = self._sent = 0
+        self._last = time.monotonic()
+
+    def on_step(self, state) -> None:
+        self.steps += 1
+        if time.monotonic() - self._last >= 0.2:
+            self.flush()
+
+    def on_epoch_end(self, state, record: dict) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        if self.steps != self._sent:
+            self.messages.put(("steps", self.slot, self.steps))
+            self._sent = self.steps
+        self._last = time.monotonic()
+
+
 def interrupted_message(e: TrainingInterrupted, current, out: Path, command: str) -> str:
     """What was kept, and the command that continues the job."""
     from mnist_ssl.objectives.registry import get_method
 
     kept = f"finished runs are kept in {out}"
-    if current is not None and e.phase in ("pretrain", "finetune"):
-        method, seed, run_dir = current
-        if e.saved_epoch > 0:
-            kept += f"; {method} seed {seed} continues after {e.phase} epoch {e.saved_epoch} ({run_dir})"
-        elif e.phase == "finetune" and get_method(method).build is not None:
+    # With --jobs, several runs may have stopped: e.stopped lists (their interruption, their run).
+    for run_e, run in getattr(e, "stopped", None) or [(e, current)]:
+        if run is None or run_e.phase not in ("pretrain", "finetune"):
+            continue
+        method, seed, run_dir = run
+        if run_e.saved_epoch > 0:
+            kept += f"; {method} seed {seed} continues after {run_e.phase} epoch {run_e.saved_epoch} ({run_dir})"
+        elif run_e.phase == "finetune" and get_method(method).build is not None:
             kept += f"; {method} seed {seed} keeps its pretraining and starts fine-tuning again"
         else:
             kept += f"; {method} seed {seed} starts again"

@@ -1,0 +1,133 @@
+"""``mnist-ssl reproduce --jobs N``: runs in worker processes give the numbers of ``--jobs 1``;
+bad values, failed runs and Ctrl-C end the job as they do without --jobs.
+
+The tiny job of tests/reliability (on the CPU): MAE and the supervised baseline, a 1-block 32-wide ViT,
+10 train and 10 test images per class of 0-2, 2 epochs of 4 batches per phase, 1 thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mnist_ssl.cli import main
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+JOB = ["--methods", "mae,supervised", "--no-report", "--epochs", "2",
+       "--set", "pretrain.batch_size=8", "--set", "finetune.batch_size=8",
+       "--set", "model.dim=32", "--set", "model.depth=1", "--set", "model.heads=2",
+       "--train-per-class", "10", "--test-per-class", "10", "--threads", "1", "--device", "cpu", "--quiet"]
+RUNS = ("mae", "supervised")
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def results(out: Path) -> dict:
+    """What must not depend on --jobs: the runs (order included) and baselines of metrics.json
+    without their wall times, every epoch's losses, and the weights."""
+    top = json.loads((out / "metrics.json").read_text())
+    runs = [{k: v for k, v in r.items() if k != "wall_time_s"} for r in top["runs"]]
+    base = [{k: v for k, v in r.items() if k != "wall_time_s"} for r in top["baselines"]]
+    losses, weights = {}, {}
+    for method in RUNS:
+        run = out / "runs" / method / "seed0"
+        losses[method] = [{k: r[k] for k in ("phase", "epoch", "loss", "terms", "lr")}
+                          for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())]
+        weights.update({f"{method}/{p.name}": p.read_bytes() for p in sorted(run.glob("*.safetensors"))})
+    return {"complete": top["complete"], "runs": runs, "baselines": base, "losses": losses, "weights": weights}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The tiny job with --jobs 1 (in this process)."""
+    out = tmp_path_factory.mktemp("jobs1") / "out"
+    assert main(["reproduce", "--out", str(out), *JOB, "--jobs", "1"]) == 0
+    return out
+
+
+def test_jobs_2_gives_the_results_of_jobs_1(reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["reproduce", "--out", out, *JOB, "--jobs", "2"], capsys)
+    assert code == 0, err
+    mine, ref = results(out), results(reference)
+    assert [(r["method"], r["seed"]) for r in mine["runs"]] == [("mae", 0), ("supervised", 0)]
+    assert mine["runs"][0]["checkpoint"] == "runs/mae/seed0/finetuned.safetensors"
+    for key in ("complete", "runs", "baselines", "losses"):
+        assert mine[key] == ref[key], key
+    assert mine["weights"].keys() == ref["weights"].keys()
+    for name in ref["weights"]:
+        assert mine["weights"][name] == ref["weights"][name], name
+    assert "| mae |" in stdout  # the closing table
+
+
+@pytest.mark.parametrize("value,needle", [("0", "--jobs 0: must be >= 1"), ("-2", "--jobs -2: must be >= 1"),
+                                          ("two", "argument --jobs: invalid int value: 'two'")])
+def test_bad_jobs_value_is_one_line_and_exit_2(value, needle, tmp_path, capsys):
+    out = tmp_path / "new" / "out"
+    code, _, err = run_cli(["reproduce", "--out", out, *JOB, "--jobs", value], capsys)
+    assert code == 2
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_run_stops_the_others_and_is_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["reproduce", "--out", out, *JOB, "--jobs", "2", "--set", "pretrain.lr=1e30"], capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mnist-ssl: error: pretrain: loss became nan at epoch 1"), lines[0]
+    assert not (out / "runs" / "mae" / "seed0" / "pretrained.safetensors").exists()
+
+
+def test_ctrl_c_with_jobs_keeps_state_and_resume_with_jobs_finishes_the_same(reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", MPLBACKEND="Agg",
+               MNIST_SSL_TEST_STEP_DELAY="0.3")
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_ssl", "reproduce", "--out", str(out), *JOB,
+                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        log = out / "runs" / "mae" / "seed0" / "log.jsonl"
+        t0 = time.monotonic()
+        while not (log.exists() and log.read_text().strip()):  # MAE's pretraining epoch 1 is logged
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - t0 < 300
+            time.sleep(0.02)
+        time.sleep(0.5)  # inside epoch 2 (>= 1.2 s an epoch)
+        proc.send_signal(signal.SIGINT)  # to the parent only, as in a terminal it reaches all: workers ignore it
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "mae seed 0 continues after pretrain epoch 1" in stderr
+    resume_line = [line for line in stderr.splitlines() if "Continue with:" in line]
+    assert len(resume_line) == 1 and resume_line[0].endswith(" --jobs 2 --resume"), stderr
+    assert json.loads((out / "metrics.json").read_text())["complete"] is False
+    assert (out / "runs" / "mae" / "seed0" / "resume.json").exists()
+
+    code, _, err = run_cli(["reproduce", "--out", out, *JOB, "--jobs", "2", "--resume"], capsys)
+    assert code == 0, err
+    mine, ref = results(out), results(reference)
+    for key in ("complete", "runs", "baselines", "losses", "weights"):
+        assert mine[key] == ref[key], key
+    assert not list(out.glob("runs/*/seed0/resume*"))
