@@ -128,7 +128,7 @@ def ours(name: str, size: str, batch: int, device: torch.device, compile: bool =
     opt = make_optimizer(objective, cfg.pretrain, device)
     sched = make_schedule(opt, cfg.pretrain, 10**6)
     images = load_embedded().images[:batch].to(device)
-    view = make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg))
+    view = make_view(cfg.pretrain_augment, _clip_builder(cfg))
 
     def make_views() -> list[torch.Tensor]:
         x = images.float().div_(255.0)

@@ -48,7 +48,7 @@ def one(args) -> None:
     objective = build_objective(cfg, ViTEncoder(cfg.model)).to(device)
     t0 = time.perf_counter()
     train(objective, images, None, cfg.pretrain, phase="pretrain",
-          view=make_view(cfg.pretrain_augment, cfg.model, _clip_builder(cfg)), compile=cfg.compile)
+          view=make_view(cfg.pretrain_augment, _clip_builder(cfg)), compile=cfg.compile)
     C.sync(device)
     epoch_s = time.perf_counter() - t0
     print(json.dumps({"objective": args.one, "images": int(len(images)), "load_s": round(load_s, 2),

@@ -227,9 +227,6 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
 
     if args.classes is None:
         args.classes = "all"
-    # LP-FT by default: with few labels, a zero head let fine-tuning wreck the pretrained
-    # features (docs/results_label_efficiency.md); --set finetune.head_init=zero restores it.
-    args.set = ["finetune.head_init=probe"] + list(args.set or [])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     labels = [_parse_count(k, "--labels") for k in args.labels.split(",")]
     try:
