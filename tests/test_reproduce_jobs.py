@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mnist_ssl.cli import main
+from reliability.helpers import run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 JOB = ["--methods", "mae,supervised", "--no-report", "--epochs", "2",
@@ -25,15 +26,6 @@ JOB = ["--methods", "mae,supervised", "--no-report", "--epochs", "2",
        "--set", "model.dim=32", "--set", "model.depth=1", "--set", "model.heads=2",
        "--train-per-class", "10", "--test-per-class", "10", "--threads", "1", "--device", "cpu", "--quiet"]
 RUNS = ("mae", "supervised")
-
-
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:  # argparse's errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def results(out: Path) -> dict:
