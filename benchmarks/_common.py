@@ -1,7 +1,8 @@
 """Shared pieces of the benchmark scripts: our objectives and the HF peers at the same sizes,
 one train step each, timing, the matmul peak, the machine's load, and the output format.
 
-Never imported by the package or the tests.
+Never imported by the package; tests/test_benchmarks_smoke.py builds and steps each objective
+through it (no timing) so that an API change cannot break the scripts unnoticed.
 """
 
 from __future__ import annotations
