@@ -29,6 +29,10 @@ import _common as C  # noqa: E402
 
 
 def bench_pair(name: str, size: str, args, device: torch.device, peak: float) -> dict:
+    if args.compile:
+        # Compile each model afresh, as its own run would: without this the rows after the first
+        # of a code path were not compiled again (no compilation logged; warm-up = the steps' time).
+        torch._dynamo.reset()
     extra = [] if args.dropout == "config" else [f"model.dropout={float(args.dropout)}"]
     ours, make_views, cfg = C.ours(name, size, args.batch, device, compile=args.compile, extra=extra)
     peer = C.hf_peer(C.OBJECTIVES[name][2], size, args.batch, device, frames=cfg.model.frames,
