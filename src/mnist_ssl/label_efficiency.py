@@ -126,23 +126,17 @@ def pretrain(cfg: RunConfig, pool: Pool, folder: Path, quiet: bool):
 
 def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: torch.Tensor, pool: Pool,
                       seed: int, steps: int) -> tuple[float, int]:
-    """Fine-tune a copy of ``encoder`` + a zero head on (images, targets); -> (test accuracy, epochs)."""
-    from mnist_ssl.engine.loop import train
+    """Fine-tune a copy of ``encoder`` + a head on (images, targets) for about ``steps`` steps
+    (LP-FT by default, as every fine-tuning); -> (test accuracy, epochs)."""
     from mnist_ssl.models.vit import ViTClassifier
-    from mnist_ssl.objectives.supervised import Supervised
-    from mnist_ssl.pipeline import _clip_builder, make_view, predict_logits, seed_everything
+    from mnist_ssl.pipeline import finetune_classifier, predict_logits, seed_everything
 
     batch, epochs = finetune_epochs(len(images), cfg.finetune.batch_size, steps)
     ft = dataclasses.replace(cfg.finetune, batch_size=batch, epochs=epochs,
                              warmup_epochs=min(cfg.finetune.warmup_epochs, epochs))
     classifier = ViTClassifier(copy.deepcopy(encoder), len(pool.classes)).to(images.device)
     seed_everything(seed + 1)
-    if cfg.finetune.head_init == "probe":  # LP-FT: start from a head fitted on the frozen features
-        from mnist_ssl.pipeline import fit_head_on_frozen_features
-
-        fit_head_on_frozen_features(classifier, images, targets)
-    train(Supervised(classifier, ft.label_smoothing), images, targets, ft, phase="finetune",
-          view=make_view(cfg.finetune_augment, _clip_builder(cfg)), compile=cfg.compile)
+    finetune_classifier(cfg, ft, classifier, images, targets)
     pred = predict_logits(classifier, pool.test_images).argmax(-1)
     return float((pred == pool.test_labels.cpu()).float().mean()), epochs
 

@@ -213,17 +213,27 @@ def finetune_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: 
     t0 = time.perf_counter()
     classifier = ViTClassifier(encoder, len(data.classes)).to(data.train_images.device)
     seed_everything(cfg.seed + 1)
-    if cfg.finetune.head_init == "probe":
-        fit_head_on_frozen_features(classifier, data.train_images, data.train_targets)
-    train(Supervised(classifier, cfg.finetune.label_smoothing), data.train_images, data.train_targets,
-          cfg.finetune, phase="finetune", view=make_view(cfg.finetune_augment, _clip_builder(cfg)),
-          callbacks=_callbacks(cfg, run_dir / "log.jsonl", "Train Loss", quiet, progress),
-          stop_requested=stop_requested, resume=resume, compile=cfg.compile)
+    finetune_classifier(cfg, cfg.finetune, classifier, data.train_images, data.train_targets,
+                        callbacks=_callbacks(cfg, run_dir / "log.jsonl", "Train Loss", quiet, progress),
+                        stop_requested=stop_requested, resume=resume)
     elapsed = time.perf_counter() - t0
     model_cfg = dataclasses.replace(cfg.model, num_classes=len(data.classes))
     ckpt = save_checkpoint(run_dir / "finetuned", classifier, kind="classifier", model=model_cfg,
                            extra={"method": cfg.method, "classes": data.classes, "run_config": cfg.to_dict()})
     return classifier, ckpt, elapsed
+
+
+def finetune_classifier(cfg: RunConfig, ft, classifier: ViTClassifier, images_u8: torch.Tensor,
+                        targets: torch.Tensor, **train_kw):
+    """Fine-tuning as every command does it: the head first fitted on the frozen features when
+    ``ft.head_init == "probe"`` (LP-FT), then cross-entropy on the whole network through the
+    engine with the run's fine-tuning augmentation (and clips). ``ft``: the phase's OptimConfig
+    (``cfg.finetune``, or a variant with another batch size or epoch count); ``train_kw`` goes
+    to :func:`train` (callbacks, stop_requested, resume)."""
+    if ft.head_init == "probe":
+        fit_head_on_frozen_features(classifier, images_u8, targets)
+    return train(Supervised(classifier, ft.label_smoothing), images_u8, targets, ft, phase="finetune",
+                 view=make_view(cfg.finetune_augment, _clip_builder(cfg)), compile=cfg.compile, **train_kw)
 
 
 @torch.enable_grad()

@@ -75,6 +75,14 @@ def _steps(cfg: RunConfig, n_train: int, has_pretrain: bool) -> int:
     return (per(cfg.pretrain) if has_pretrain else 0) + per(cfg.finetune)
 
 
+def _run_spec(method: str, base_cfg: RunConfig, seed: int, out: Path, n_train: int) -> tuple[RunConfig, Path, int]:
+    """One (method, seed) run of the job: its own config (a deep copy), its folder, its step count."""
+    from mnist_ssl.objectives.registry import get_method
+
+    cfg = RunConfig.from_dict(dataclasses.replace(base_cfg, seed=seed).to_dict())
+    return cfg, out / "runs" / method / f"seed{seed}", _steps(cfg, n_train, get_method(method).build is not None)
+
+
 def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first_seed: int = 0,
               baselines: bool = True, quiet: bool = False, resume: bool = False, command: str = "",
               report: bool = True, jobs: int = 1) -> dict:
@@ -91,7 +99,6 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     (:func:`_run_parallel`); the results, and their order in metrics.json, are those of
     ``jobs=1``, which runs everything in this process.
     """
-    from mnist_ssl.evaluation.baselines import run_baselines
     from mnist_ssl.objectives.registry import get_method
     from mnist_ssl.pipeline import prepare_data, resolve_device, run_experiment, setup_threads
 
@@ -120,13 +127,11 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
                 for seed in seed_list:
                     data = None
                     for method, base_cfg in configs.items():
-                        cfg = dataclasses.replace(base_cfg, seed=seed)
-                        cfg = RunConfig.from_dict(cfg.to_dict())  # a deep copy per run
-                        run_dir = out / "runs" / method / f"seed{seed}"
+                        cfg, run_dir, steps = _run_spec(method, base_cfg, seed, out, n_train)
                         done = run_dir / "metrics.json"
                         if resume and done.exists():
                             runs.append(json.loads(done.read_text()))
-                            progress.advance(_steps(cfg, n_train, get_method(method).build is not None))
+                            progress.advance(steps)
                             continue
                         if stop():
                             raise TrainingInterrupted("reproduce", 0, f"interrupted before {method}, seed {seed}")
@@ -142,21 +147,10 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
                         metrics["checkpoint"] = str(Path(metrics["checkpoint"]).relative_to(out))
                         runs.append(metrics)
                     if baselines:
-                        bpath = out / "baselines" / f"seed{seed}.json"
-                        if resume and bpath.exists():
-                            rows = json.loads(bpath.read_text())
-                        else:
-                            if stop():
-                                raise TrainingInterrupted("reproduce", 0, f"interrupted before the baselines, seed {seed}")
-                            if data is None:
-                                data = prepare_data(any_cfg.__class__.from_dict({**any_cfg.to_dict(), "seed": seed}), device)
-                            rows = run_baselines(data.train_images.float().cpu() / 255, data.train_targets.cpu(),
-                                                 data.test_images.float().cpu() / 255, data.test_targets.cpu(),
-                                                 data.classes)
-                            for r in rows:
-                                r["seed"] = seed
-                            atomic_write_text(bpath, json.dumps(rows, indent=2))
-                        base_rows.extend(rows)
+                        kept = resume and (out / "baselines" / f"seed{seed}.json").exists()
+                        if stop() and not kept:
+                            raise TrainingInterrupted("reproduce", 0, f"interrupted before the baselines, seed {seed}")
+                        base_rows.extend(_baselines(configs, out, seed, resume))
         except TrainingInterrupted as e:
             interrupted = e
         finally:
@@ -216,16 +210,11 @@ def _run_parallel(configs: dict[str, RunConfig], out: Path, seed_list: list[int]
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    from mnist_ssl.objectives.registry import get_method
-
     slots: list[dict | None] = []  # one per (seed, method), in the serial order
     tasks: dict[int, tuple] = {}  # slot -> (method, seed, cfg, run folder, steps)
     for seed in seed_list:
         for method, base_cfg in configs.items():
-            cfg = dataclasses.replace(base_cfg, seed=seed)
-            cfg = RunConfig.from_dict(cfg.to_dict())  # a deep copy per run
-            run_dir = out / "runs" / method / f"seed{seed}"
-            steps = _steps(cfg, n_train, get_method(method).build is not None)
+            cfg, run_dir, steps = _run_spec(method, base_cfg, seed, out, n_train)
             done = run_dir / "metrics.json"
             if resume and done.exists():
                 slots.append(json.loads(done.read_text()))
@@ -370,7 +359,8 @@ def _pool_context():
 
 def _baselines(configs: dict[str, RunConfig], out: Path, seed: int, resume: bool) -> list[dict]:
     """One seed's raw-pixel baselines (kept from an earlier job with ``resume``), on the sample
-    that the serial loop would use: the first method's, or the last whose classes differ."""
+    of the seed's runs: the first method's, or the last whose classes differ (the sample the
+    serial loop holds when it reaches the baselines). Loaded on the CPU: only sklearn uses it."""
     import torch
 
     from mnist_ssl.evaluation.baselines import run_baselines
