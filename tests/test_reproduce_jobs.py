@@ -123,3 +123,19 @@ def test_ctrl_c_with_jobs_keeps_state_and_resume_with_jobs_finishes_the_same(ref
     for key in ("complete", "runs", "baselines", "losses", "weights"):
         assert mine[key] == ref[key], key
     assert not list(out.glob("runs/*/seed0/resume*"))
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_resume_of_a_finished_moved_job_keeps_its_runs_and_relative_checkpoints(jobs, reference, tmp_path, capsys):
+    # Runs kept by --resume are read from their run folders' metrics.json, which hold the path
+    # they were written with (here: the reference folder's); the job's metrics.json must not.
+    import shutil
+
+    out = tmp_path / "moved"
+    shutil.copytree(reference, out)
+    code, _, err = run_cli(["reproduce", "--out", out, *JOB, "--jobs", jobs, "--resume"], capsys)
+    assert code == 0, err
+    mine, ref = results(out), results(reference)
+    for key in ("complete", "runs", "baselines", "weights"):
+        assert mine[key] == ref[key], key
+    assert [r["checkpoint"] for r in mine["runs"]] == [f"runs/{m}/seed0/finetuned.safetensors" for m in RUNS]

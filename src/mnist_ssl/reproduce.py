@@ -20,6 +20,15 @@ from mnist_ssl.errors import ConfigError, MnistSSLError
 SCHEMA = "mnist-ssl/metrics/v1"
 
 
+def _relative_checkpoint(metrics: dict, run_dir: Path, out: Path) -> dict:
+    """A run's metrics with its checkpoint path relative to the job folder, so that
+    metrics.json reads the same whether a run finished now or was kept by --resume, and
+    after the job folder moved (a run folder's own metrics.json holds the path it was
+    written with; the checkpoint always lies in the run folder)."""
+    path = run_dir.relative_to(out) / Path(metrics["checkpoint"]).name
+    return {**metrics, "checkpoint": path.as_posix()}
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM; the engine polls it between batches and stops cleanly."""
 
@@ -130,7 +139,7 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
                         cfg, run_dir, steps = _run_spec(method, base_cfg, seed, out, n_train)
                         done = run_dir / "metrics.json"
                         if resume and done.exists():
-                            runs.append(json.loads(done.read_text()))
+                            runs.append(_relative_checkpoint(json.loads(done.read_text()), run_dir, out))
                             progress.advance(steps)
                             continue
                         if stop():
@@ -144,8 +153,7 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
                         metrics = run_experiment(cfg, run_dir, quiet=quiet, progress=progress,
                                                  stop_requested=stop, data=data, resume=resume)
                         current = None
-                        metrics["checkpoint"] = str(Path(metrics["checkpoint"]).relative_to(out))
-                        runs.append(metrics)
+                        runs.append(_relative_checkpoint(metrics, run_dir, out))
                     if baselines:
                         kept = resume and (out / "baselines" / f"seed{seed}.json").exists()
                         if stop() and not kept:
@@ -217,7 +225,7 @@ def _run_parallel(configs: dict[str, RunConfig], out: Path, seed_list: list[int]
             cfg, run_dir, steps = _run_spec(method, base_cfg, seed, out, n_train)
             done = run_dir / "metrics.json"
             if resume and done.exists():
-                slots.append(json.loads(done.read_text()))
+                slots.append(_relative_checkpoint(json.loads(done.read_text()), run_dir, out))
                 progress.advance(steps)
                 continue
             tasks[len(slots)] = (method, seed, cfg, run_dir, steps)
@@ -291,8 +299,7 @@ def _run_parallel(configs: dict[str, RunConfig], out: Path, seed_list: list[int]
                 except Exception as e:  # noqa: BLE001 - a bug in a worker: stop the others, re-raise
                     status, value = "error", e
                 if status == "ok":
-                    value["checkpoint"] = str(Path(value["checkpoint"]).relative_to(out))
-                    slots[slot] = value
+                    slots[slot] = value = _relative_checkpoint(value, run_dir, out)
                     count(slot, steps)
                     if not quiet:
                         progress.write_line(f"== {method}, seed {seed}: {100 * value['accuracy']:.2f}% "
