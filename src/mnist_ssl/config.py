@@ -167,6 +167,9 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     label_smoothing: float = 0.0  # fine-tuning only
+    # Layer-wise learning-rate decay (BEiT/MAE fine-tuning): encoder layer l of L trains at
+    # lr * layer_decay ** (L + 1 - l), the head at lr; 1.0 = off.
+    layer_decay: float = 1.0
     # Fine-tuning only: "zero" starts the head at zero; "probe" first fits it as a
     # logistic regression on the frozen features (LP-FT, Kumar et al. 2022).
     head_init: str = "zero"
@@ -184,6 +187,8 @@ class OptimConfig:
             raise ConfigError(f"{where}.grad_clip={self.grad_clip} must be >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"{where}.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"{where}.layer_decay={self.layer_decay} must be in (0, 1]")
 
 
 @dataclass
