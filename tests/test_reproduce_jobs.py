@@ -139,3 +139,17 @@ def test_resume_of_a_finished_moved_job_keeps_its_runs_and_relative_checkpoints(
     for key in ("complete", "runs", "baselines", "weights"):
         assert mine[key] == ref[key], key
     assert [r["checkpoint"] for r in mine["runs"]] == [f"runs/{m}/seed0/finetuned.safetensors" for m in RUNS]
+
+
+def test_resume_with_other_settings_than_a_finished_run_is_one_line(reference, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "moved"
+    shutil.copytree(reference, out)
+    before = (out / "metrics.json").read_bytes()
+    other = [a if a != "finetune.batch_size=8" else "finetune.batch_size=4" for a in JOB]
+    code, _, err = run_cli(["reproduce", "--out", out, *other, "--resume"], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "runs/mae/seed0 was made with finetune.batch_size=8, this command gives 4" in err, err
+    assert (out / "metrics.json").read_bytes() == before

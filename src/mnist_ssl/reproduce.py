@@ -29,6 +29,24 @@ def _relative_checkpoint(metrics: dict, run_dir: Path, out: Path) -> dict:
     return {**metrics, "checkpoint": path.as_posix()}
 
 
+def _finished_run(cfg: RunConfig, run_dir: Path, out: Path) -> dict | None:
+    """The metrics of a run that --resume keeps (None: not finished), after checking that it
+    was made with this command's settings: a job must not mix runs of two configs."""
+    from mnist_ssl.engine.resume import normalised_config, refuse_other_config
+
+    done = run_dir / "metrics.json"
+    if not done.exists():
+        return None
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        metrics = json.loads(done.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--resume: {run_dir} has no readable config.json/metrics.json ({e.__class__.__name__}); "
+                          "start this run again with --overwrite") from None
+    refuse_other_config(normalised_config(saved), cfg.to_dict(), run_dir, "was made with")
+    return _relative_checkpoint(metrics, run_dir, out)
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM; the engine polls it between batches and stops cleanly."""
 
@@ -122,6 +140,11 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     n_train = len(any_cfg.data.classes or range(10)) * (any_cfg.data.train_per_class or 500)
     total = sum(_steps(c, n_train, get_method(m).build is not None) for m, c in configs.items()) * len(seed_list)
+    if resume:  # every kept run checked before anything starts
+        for seed in seed_list:
+            for method, base_cfg in configs.items():
+                cfg, run_dir, _ = _run_spec(method, base_cfg, seed, out, n_train)
+                _finished_run(cfg, run_dir, out)
     progress = ProgressBar(total, enabled=None if not quiet else False)
     t_job = time.perf_counter()
     interrupted = None
@@ -137,9 +160,9 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
                     data = None
                     for method, base_cfg in configs.items():
                         cfg, run_dir, steps = _run_spec(method, base_cfg, seed, out, n_train)
-                        done = run_dir / "metrics.json"
-                        if resume and done.exists():
-                            runs.append(_relative_checkpoint(json.loads(done.read_text()), run_dir, out))
+                        kept = _finished_run(cfg, run_dir, out) if resume else None
+                        if kept is not None:
+                            runs.append(kept)
                             progress.advance(steps)
                             continue
                         if stop():
@@ -223,9 +246,9 @@ def _run_parallel(configs: dict[str, RunConfig], out: Path, seed_list: list[int]
     for seed in seed_list:
         for method, base_cfg in configs.items():
             cfg, run_dir, steps = _run_spec(method, base_cfg, seed, out, n_train)
-            done = run_dir / "metrics.json"
-            if resume and done.exists():
-                slots.append(_relative_checkpoint(json.loads(done.read_text()), run_dir, out))
+            kept = _finished_run(cfg, run_dir, out) if resume else None
+            if kept is not None:
+                slots.append(kept)
                 progress.advance(steps)
                 continue
             tasks[len(slots)] = (method, seed, cfg, run_dir, steps)

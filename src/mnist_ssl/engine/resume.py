@@ -207,12 +207,29 @@ def load_train_state(run_dir: str | Path) -> dict | None:
 
 def check_same_config(resume: dict, run_config: dict, run_dir: str | Path) -> None:
     """Refuse to resume a run with settings other than those it was started with."""
-    saved = resume["meta"].get("run_config")
+    refuse_other_config(normalised_config(resume["meta"].get("run_config") or {}), run_config, run_dir,
+                        "was started with")
+
+
+def normalised_config(saved: dict) -> dict:
+    """A saved run config as this version writes it: a field added since it was saved takes its
+    default (which is the behaviour the run had). Left as it is when it no longer parses."""
+    from mnist_ssl.config import RunConfig
+
+    try:
+        return RunConfig.from_dict(saved).to_dict()
+    except ConfigError:
+        return saved
+
+
+def refuse_other_config(saved: dict, run_config: dict, run_dir: str | Path, made: str) -> None:
+    """One line naming the first setting where ``saved`` (a run's) and ``run_config`` (this
+    command's) differ; nothing when they are equal. ``made``: "was started with" or "was made with"."""
     if saved == run_config:
         return
-    key, old, new = _first_difference(saved or {}, run_config)
+    key, old, new = _first_difference(saved, run_config)
     raise ConfigError(
-        f"--resume: {run_dir} was started with {key}={json.dumps(old)}, this command gives "
+        f"--resume: {run_dir} {made} {key}={json.dumps(old)}, this command gives "
         f"{json.dumps(new)}; resume with the same settings, or start again with --overwrite"
     )
 
