@@ -75,6 +75,18 @@ def test_end_to_end_and_resume(tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == res["rows"]
     assert (out / "pretrained" / "mae.safetensors").stat().st_mtime_ns == before
+    # A --resume that would mix settings is one line, and changes nothing.
+    kept = (out / "results.json").read_bytes()
+    capsys.readouterr()
+    assert main(args + ["--resume", "--finetune-steps", "7"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "was made with finetune_steps=" in err and "gives 7" in err, err
+    assert main(args + ["--resume", "--set", "mae.mask_ratio=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "mae.safetensors was pretrained with mae.mask_ratio=0.75, this command gives 0.5" in err, err
+    assert (out / "results.json").read_bytes() == kept
+    assert (out / "pretrained" / "mae.safetensors").stat().st_mtime_ns == before
 
 
 def test_all_labels_means_the_whole_pool():

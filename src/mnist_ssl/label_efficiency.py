@@ -142,6 +142,33 @@ def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: to
 
 
 # ----- the job ------------------------------------------------------------------
+# What a pretrained encoder kept by --resume must share with this command's config
+# (threads and the fine-tuning sections do not change what pretraining learnt).
+PRETRAINING_KEYS = ("method", "seed", "data", "model", "pretrain", "pretrain_augment",
+                    "mae", "infonce", "mae_infonce", "videomae")
+
+
+def _check_resumable(previous: dict, results_path: Path, data: dict, finetune_steps: int) -> None:
+    """Refuse to add rows to a results.json made with other data or another fine-tuning budget."""
+    from mnist_ssl.errors import ConfigError
+
+    for key, mine in (("data", data), ("finetune_steps", finetune_steps)):
+        if previous.get(key) != mine:
+            raise ConfigError(f"--resume: {results_path} was made with {key}={json.dumps(previous.get(key))}, "
+                              f"this command gives {json.dumps(mine)}; resume with the same settings, "
+                              "or start again with --overwrite")
+
+
+def _check_pretrained(ckpt: Path, cfg: RunConfig) -> None:
+    """Refuse a kept encoder whose pretraining settings are not this command's."""
+    from mnist_ssl.engine.resume import normalised_config, refuse_other_config
+
+    saved = normalised_config(json.loads(ckpt.with_suffix(".json").read_text()).get("run_config") or {})
+    mine = cfg.to_dict()
+    refuse_other_config({k: saved.get(k) for k in PRETRAINING_KEYS}, {k: mine[k] for k in PRETRAINING_KEYS},
+                        ckpt, "was pretrained with")
+
+
 def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: list[int | None],
                          seeds: list[int], finetune_steps: int = 300, quiet: bool = False,
                          resume: bool = False, command: str = "") -> dict:
@@ -165,6 +192,7 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
     kept: list[dict] = []  # rows of methods not run now (a job split over several commands)
     if resume and results_path.exists():
         previous = json.loads(results_path.read_text())
+        _check_resumable(previous, results_path, dataclasses.asdict(any_cfg.data), finetune_steps)
         for r in previous["rows"]:
             done[(r["method"], r["k"], r["seed"])] = r
             if r["method"] not in configs:
@@ -186,6 +214,7 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
         t0 = time.perf_counter()
         ckpt = out / "pretrained" / f"{method}.safetensors"
         if spec.build is not None and resume and ckpt.exists():
+            _check_pretrained(ckpt, cfg)
             encoder = load_encoder(ckpt)[0].to(device)
             say(f"== {method}: pretrained encoder from {ckpt}")
         else:
