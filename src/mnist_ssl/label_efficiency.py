@@ -150,13 +150,10 @@ PRETRAINING_KEYS = ("method", "seed", "data", "model", "pretrain", "pretrain_aug
 
 def _check_resumable(previous: dict, results_path: Path, data: dict, finetune_steps: int) -> None:
     """Refuse to add rows to a results.json made with other data or another fine-tuning budget."""
-    from mnist_ssl.errors import ConfigError
+    from mnist_ssl.engine.resume import refuse_other_config
 
-    for key, mine in (("data", data), ("finetune_steps", finetune_steps)):
-        if previous.get(key) != mine:
-            raise ConfigError(f"--resume: {results_path} was made with {key}={json.dumps(previous.get(key))}, "
-                              f"this command gives {json.dumps(mine)}; resume with the same settings, "
-                              "or start again with --overwrite")
+    refuse_other_config({"data": previous.get("data"), "finetune_steps": previous.get("finetune_steps")},
+                        {"data": data, "finetune_steps": finetune_steps}, results_path, "was made with")
 
 
 def _check_pretrained(ckpt: Path, cfg: RunConfig) -> None:
