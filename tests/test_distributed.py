@@ -94,9 +94,9 @@ def _curve(run: Path) -> list[float]:
 
 
 def test_two_processes_match_one_process(tmp_path, capsys):
-    # fork: the children inherit the imported modules (a spawn re-imports torch: seconds each).
-    mp.start_processes(_worker, args=(_free_port(), 2, str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    # spawn, not fork: forking the test process (threads of earlier tests, torch's thread pool)
+    # once left a child waiting forever on a lock copied in its locked state (CI hung).
+    mp.start_processes(_worker, args=(_free_port(), 2, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for r in ranks:
         assert r["code"] == 0, r["stderr"]

@@ -151,8 +151,8 @@ def test_global_batch_norm_uses_the_global_batch_across_processes(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(_global_bn_worker, args=(port, str(tmp_path)), nprocs=2, join=True, start_method=method)
+    # spawn, not fork: a forked copy of a threaded test process can wait forever on a copied lock.
+    mp.start_processes(_global_bn_worker, args=(port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     for rank in range(2):
         r = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert r["y_err"] < 1e-5 and r["grad_err"] < 1e-5 and r["var_err"] < 1e-5, r
