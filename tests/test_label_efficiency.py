@@ -87,6 +87,12 @@ def test_end_to_end_and_resume(tmp_path, capsys):
     assert "mae.safetensors was pretrained with mae.mask_ratio=0.75, this command gives 0.5" in err, err
     assert (out / "results.json").read_bytes() == kept
     assert (out / "pretrained" / "mae.safetensors").stat().st_mtime_ns == before
+    (out / "pretrained" / "mae.json").write_text("{not json")
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "mae.json is not valid JSON" in err, err
+    assert (out / "results.json").read_bytes() == kept
 
 
 def test_all_labels_means_the_whole_pool():

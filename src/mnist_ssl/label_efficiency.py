@@ -156,11 +156,12 @@ def _check_resumable(previous: dict, results_path: Path, data: dict, finetune_st
                         {"data": data, "finetune_steps": finetune_steps}, results_path, "was made with")
 
 
-def _check_pretrained(ckpt: Path, cfg: RunConfig) -> None:
-    """Refuse a kept encoder whose pretraining settings are not this command's."""
+def _check_pretrained(meta: dict, ckpt: Path, cfg: RunConfig) -> None:
+    """Refuse a kept encoder (``meta``: its checkpoint's checked sidecar) whose pretraining
+    settings are not this command's."""
     from mnist_ssl.engine.resume import normalised_config, refuse_other_config
 
-    saved = normalised_config(json.loads(ckpt.with_suffix(".json").read_text()).get("run_config") or {})
+    saved = normalised_config(meta.get("run_config") or {})
     mine = cfg.to_dict()
     refuse_other_config({k: saved.get(k) for k in PRETRAINING_KEYS}, {k: mine[k] for k in PRETRAINING_KEYS},
                         ckpt, "was pretrained with")
@@ -211,8 +212,9 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
         t0 = time.perf_counter()
         ckpt = out / "pretrained" / f"{method}.safetensors"
         if spec.build is not None and resume and ckpt.exists():
-            _check_pretrained(ckpt, cfg)
-            encoder = load_encoder(ckpt)[0].to(device)
+            encoder, meta = load_encoder(ckpt)  # format, hash and JSON checked: bad files are one line
+            _check_pretrained(meta, ckpt, cfg)
+            encoder = encoder.to(device)
             say(f"== {method}: pretrained encoder from {ckpt}")
         else:
             say(f"== {method}: pretraining on {len(pool.images)} images without labels"

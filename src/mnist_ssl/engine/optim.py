@@ -36,6 +36,8 @@ def param_groups(module: nn.Module, weight_decay: float, layer_decay: float = 1.
     depth = 1 + max((int(m.group(1)) for n, _ in named if (m := _BLOCK.search(n))), default=-1)
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in named:
+        # Without decay every parameter counts as the top layer: the two groups (and so the
+        # numbers) of the runs made before layer_decay existed.
         layer = layer_index(name, depth) if layer_decay != 1.0 else depth + 1
         no_decay = p.ndim <= 1 or p.shape[0] == 1
         group = groups.setdefault((layer, no_decay), {
