@@ -65,6 +65,14 @@ def test_evaluate_json(tiny_run, capsys):
     assert sum(map(sum, r["confusion"])) == 300
 
 
+def test_evaluate_with_tta_gives_the_runs_own_tta_accuracy(tiny_run, capsys):
+    run = tiny_run / "runs" / "mae" / "seed0"
+    code, out, _ = run_cli("evaluate", "--checkpoint", run / "finetuned.safetensors", "--tta", "8", "--json",
+                           "--test-per-class", "10", capsys=capsys)  # the run's test sample
+    assert code == 0
+    assert json.loads(out)["tta"] == json.loads((run / "metrics.json").read_text())["tta"]
+
+
 def test_evaluate_all_test(tiny_run, capsys):
     ckpt = tiny_run / "runs" / "mae" / "seed0" / "finetuned.safetensors"
     code, out, _ = run_cli("evaluate", "--checkpoint", ckpt, "--all-test", "--json", capsys=capsys)
@@ -106,6 +114,8 @@ def test_pretrain_only(tmp_path, capsys):
     (["reproduce", "--set", "nonsense.key=1"], "unknown config key"),
     (["reproduce", "--data", "/nonexistent/folder"], "/nonexistent/folder"),
     (["evaluate", "--checkpoint", "/nonexistent/x.safetensors"], "does not exist"),
+    (["evaluate", "--checkpoint", "/nonexistent/x.safetensors", "--tta", "-1"], "--tta -1: must be >= 0"),
+    (["reproduce", "--set", "eval.tta_views=-1"], "eval.tta_views=-1 must be >= 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     out_dir = tmp_path / "out"

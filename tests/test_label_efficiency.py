@@ -12,6 +12,7 @@ from mnist_ssl.cli import build_config, build_parser, main
 from mnist_ssl.label_efficiency import finetune_epochs, labelled_subset, load_pool, margins, summarise
 
 TINY = ["--classes", "0,1,2", "--test-per-class", "10", "--epochs", "1", "--finetune-steps", "4",
+        "--finetune-min-epochs", "1",
         "--set", "model.dim=32", "--set", "model.depth=1", "--set", "model.heads=2", "--quiet"]
 
 
@@ -26,10 +27,16 @@ def test_labelled_subsets_are_balanced_nested_and_seeded():
     assert sorted(labelled_subset(labels, None, 3).tolist()) == list(range(150))
 
 
-def test_finetune_budget_in_steps():
+def test_finetune_budget_in_steps_and_at_least_min_epochs():
     assert finetune_epochs(10, 32, 300) == (10, 300)  # k=1, ten classes: one step per epoch
     assert finetune_epochs(1000, 32, 320) == (32, 10)  # 32 steps per epoch
-    assert finetune_epochs(60000, 32, 300) == (32, 1)  # at least one epoch
+    assert finetune_epochs(1000, 8, 1000) == (8, 8)  # k=100, ten classes: 125 steps per epoch
+    assert finetune_epochs(1000, 8, 1000, min_epochs=30) == (8, 30)  # the epochs win
+    assert finetune_epochs(100, 8, 1000, min_epochs=30) == (8, 77)  # the steps win
+    # A set longer than 125 batches gets a larger batch, so that "all" stays affordable.
+    assert finetune_epochs(60000, 8, 300) == (480, 2)
+    assert finetune_epochs(60000, 8, 300, min_epochs=30) == (480, 30)
+    assert finetune_epochs(4000, 8, 1000, min_epochs=30) == (32, 30)
 
 
 def test_the_embedded_pool_never_holds_a_test_image():
@@ -69,6 +76,14 @@ def test_end_to_end_and_resume(tmp_path, capsys):
     for r in res["rows"]:
         assert 0 <= r["finetune_accuracy"] <= 1 and 0 <= r["probe_accuracy"] <= 1
         assert r["n_labelled"] == 3 * r["k"]
+    # The raw-pixel baselines on the same labelled images: every (baseline, k, seed), in the table too.
+    base = sorted((r["method"], r["k"], r["seed"]) for r in res["baselines"])
+    assert base == sorted([(b, k, s) for b in ("svm", "knn", "logreg") for k, n in ((1, 2), (3, 1))
+                           for s in range(n)])
+    assert all(0 <= r["accuracy"] <= 1 and r["n_labelled"] == 3 * r["k"] for r in res["baselines"])
+    assert res["baseline_summary"]["knn"]["1"]["n"] == 2
+    assert "| RBF SVM, raw pixels |" in printed and "| 1-NN, raw pixels |" in printed
+    assert res["finetune_min_epochs"] == 1
     # --resume keeps finished rows and the pretrained encoder: nothing is trained again.
     before = (out / "pretrained" / "mae.safetensors").stat().st_mtime_ns
     assert main(args + ["--resume"]) == 0
@@ -81,6 +96,16 @@ def test_end_to_end_and_resume(tmp_path, capsys):
     assert main(args + ["--resume", "--finetune-steps", "7"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "was made with finetune_steps=" in err and "gives 7" in err, err
+    assert main(args + ["--resume", "--finetune-min-epochs", "30"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "was made with finetune_min_epochs=1" in err, err
+    assert (out / "results.json").read_bytes() == kept
+    older = json.loads(kept)
+    del older["finetune_min_epochs"]  # a results.json from before the field: another budget rule
+    (out / "results.json").write_text(json.dumps(older))
+    assert main(args + ["--resume"]) == 2
+    assert "finetune_min_epochs" in capsys.readouterr().err
+    (out / "results.json").write_bytes(kept)
     assert main(args + ["--resume", "--set", "mae.mask_ratio=0.5"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
@@ -109,3 +134,5 @@ def test_bad_seed_counts_are_one_line_errors(tmp_path, capsys):
     assert main(base + ["--seeds", "2,x"]) == 2
     assert main(base + ["--seeds", "1,2,3"]) == 2
     assert "seed counts" in capsys.readouterr().err
+    assert main(base + ["--seeds", "1", "--finetune-min-epochs", "0"]) == 2
+    assert "--finetune-min-epochs 0: must be >= 1" in capsys.readouterr().err

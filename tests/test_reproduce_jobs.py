@@ -153,3 +153,21 @@ def test_resume_with_other_settings_than_a_finished_run_is_one_line(reference, t
     assert len(err.strip().splitlines()) == 1, err
     assert "runs/mae/seed0 was made with finetune.batch_size=8, this command gives 4" in err, err
     assert (out / "metrics.json").read_bytes() == before
+
+
+def test_resume_adds_the_tta_accuracy_to_a_run_finished_without_it(reference, tmp_path, capsys):
+    # Runs made before test-time augmentation was measured lack "tta": --resume computes it from the
+    # run's fine-tuned checkpoint and test sample, to the number a fresh run records.
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(reference, out)
+    ref_run = json.loads((reference / "runs" / "mae" / "seed0" / "metrics.json").read_text())
+    assert ref_run["tta"]["views"] == 8 and 0 <= ref_run["tta"]["accuracy"] <= 1
+    old = {k: v for k, v in ref_run.items() if k != "tta"}
+    (out / "runs" / "mae" / "seed0" / "metrics.json").write_text(json.dumps(old))
+    code, _, err = run_cli(["reproduce", "--out", out, *JOB, "--resume"], capsys)
+    assert code == 0, err
+    again = json.loads((out / "runs" / "mae" / "seed0" / "metrics.json").read_text())
+    assert again["tta"] == ref_run["tta"]
+    assert results(out)["runs"] == results(reference)["runs"]

@@ -195,16 +195,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mnist_ssl.pipeline import evaluate_checkpoint
 
     classes = parse_classes(args.classes)
+    if args.tta < 0:
+        raise ConfigError(f"--tta {args.tta}: must be >= 0 (0 = no test-time augmentation)")
     result = evaluate_checkpoint(
         args.checkpoint, data=args.data, dataset=args.dataset,
         classes=None if classes == "keep" else classes, classes_given=classes != "keep",
         test_per_class=_parse_count(args.test_per_class, "--test-per-class"), all_test=args.all_test,
-        seed=args.seed if args.seed is not None else 0, threads=args.threads or 1)
+        seed=args.seed if args.seed is not None else 0, threads=args.threads or 1, tta_views=args.tta)
     if args.json:
-        print(json.dumps({k: result[k] for k in ("accuracy", "n", "classes", "confusion", "ci95", "recall")}))
+        keys = ("accuracy", "n", "classes", "confusion", "ci95", "recall") + (("tta",) if args.tta else ())
+        print(json.dumps({k: result[k] for k in keys}))
     else:
         print(f"Test Accuracy: {100 * result['accuracy']:.2f}% on {result['n']} images "
               f"(95% interval {100 * result['ci95'][0]:.2f}-{100 * result['ci95'][1]:.2f}%)")
+        if args.tta:
+            print(f"Test Accuracy with test-time augmentation ({args.tta} copies): "
+                  f"{100 * result['tta']['accuracy']:.2f}%")
         print("Confusion Matrix:")
         print(format_confusion(result["confusion"]))
     return 0
@@ -239,7 +245,12 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
         seeds = seeds * len(labels)
     configs = {m: build_config(args, m) for m in methods}
     out = prepare_out_dir(args.out, args.overwrite, args.resume)
+    for flag, value in (("--finetune-steps", args.finetune_steps),
+                        ("--finetune-min-epochs", args.finetune_min_epochs)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be >= 1")
     run_label_efficiency(configs, out, labels=labels, seeds=seeds, finetune_steps=args.finetune_steps,
+                         min_epochs=args.finetune_min_epochs, baselines=not args.no_baselines,
                          quiet=args.quiet, resume=args.resume, command=_command_line())
     return 0
 
@@ -335,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-test", action="store_true", help="every test image of the checkpoint's classes")
     p.add_argument("--seed", type=int, default=None, help="test sample (default 0)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--tta", type=int, default=0, metavar="N",
+                   help="also report the accuracy with test-time augmentation: probabilities averaged over "
+                        "each image and N copies under the checkpoint's fine-tuning augmentation (default 0: off)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_evaluate)
 
@@ -358,8 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="3,3,3,1,1", metavar="N,...",
                    help="seeds per budget, one number per --labels entry or one for all (default 3,3,3,1,1)")
     p.add_argument("--finetune-steps", type=int, default=1000,
-                   help="optimiser steps of each fine-tuning (at least one epoch; default 1000); it "
-                        "starts from a head fitted on the frozen features (finetune.head_init=probe)")
+                   help="optimiser steps of each fine-tuning, or --finetune-min-epochs epochs if that is "
+                        "more (default 1000); it starts from a head fitted on the frozen features "
+                        "(finetune.head_init=probe)")
+    p.add_argument("--finetune-min-epochs", type=int, default=30,
+                   help="fine-tune at least this many epochs of the labelled images (default 30; a set "
+                        "of more than 125 batches gets a larger batch instead)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the raw-pixel baselines (SVM, 1-NN, logistic regression) on the same labels")
     p.add_argument("--out", default="runs/label-efficiency")
     p.add_argument("--resume", action="store_true", help="keep finished rows and pretrained encoders in --out")
     _add_data_args(p)

@@ -276,10 +276,16 @@ class EvalConfig:
     knn: bool = True
     knn_k: int = 5
     probe_c: float = 1.0  # inverse L2 strength of the logistic-regression probe
+    # Test-time augmentation: the fine-tuned classifier's accuracy with its probabilities averaged
+    # over the test image and this many copies under the fine-tuning augmentation; reported beside
+    # the plain accuracy (evaluation/tta.py). 0 = off.
+    tta_views: int = 8
 
     def validate(self) -> None:
         if self.knn_k < 1:
             raise ConfigError(f"eval.knn_k={self.knn_k} must be >= 1")
+        if self.tta_views < 0:
+            raise ConfigError(f"eval.tta_views={self.tta_views} must be >= 0 (0 = no test-time augmentation)")
         if not self.probe_c > 0:
             raise ConfigError(f"eval.probe_c={self.probe_c} must be > 0")
 

@@ -265,6 +265,19 @@ def test_stage(classifier: ViTClassifier, data: RunData) -> dict:
     return classification_metrics(logits, data.test_targets.cpu(), data.classes)
 
 
+def tta_stage(cfg: RunConfig, classifier: ViTClassifier, test_images: torch.Tensor,
+              test_targets: torch.Tensor) -> dict | None:
+    """The run's accuracy with test-time augmentation (None when ``eval.tta_views`` is 0); the
+    copies are seeded by the run's seed, so the number is reproducible."""
+    from mnist_ssl.evaluation.tta import tta_probabilities
+
+    views = cfg.eval.tta_views
+    if views == 0:
+        return None
+    probs = tta_probabilities(classifier, test_images, cfg.finetune_augment, views, seed=cfg.seed)
+    return {"accuracy": float((probs.argmax(-1) == test_targets.cpu()).float().mean()), "views": views}
+
+
 def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
                    progress=None, stop_requested: Callable[[], bool] = lambda: False,
                    data: RunData | None = None, encoder: ViTEncoder | None = None,
@@ -318,11 +331,14 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
         cfg, encoder, data, run_dir, resume=saved if phase == "finetune" else None, **kw)
     t0 = time.perf_counter()
     metrics = test_stage(classifier, data)
+    tta = tta_stage(cfg, classifier, data.test_images, data.test_targets)
     times["eval"] = time.perf_counter() - t0 + frozen_time
     times["total"] = time.perf_counter() - t_start
-    metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **frozen,
+    metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **frozen, "tta": tta,
                "checkpoint": str(ckpt), "wall_time_s": {k: round(v, 3) for k, v in times.items()}}
-    _say(f"Test Accuracy: {100 * metrics['accuracy']:.2f}%\nConfusion Matrix:\n"
+    tta_line = "" if tta is None else \
+        f"\nTest Accuracy with test-time augmentation ({tta['views']} copies): {100 * tta['accuracy']:.2f}%"
+    _say(f"Test Accuracy: {100 * metrics['accuracy']:.2f}%{tta_line}\nConfusion Matrix:\n"
          f"{format_confusion(np.array(metrics['confusion']))}", quiet, progress)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     clear_train_state(run_dir)  # the run is finished: metrics.json marks it
@@ -404,8 +420,9 @@ def finetune_from(checkpoint: str | Path, args, out_dir: str | Path, *, quiet: b
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str = "embedded", dataset: str = "mnist",
                         classes: list[int] | None = None, classes_given: bool = False,
                         test_per_class="keep", all_test: bool = False, seed: int = 0,
-                        threads: int = 1) -> dict:
-    """``mnist-ssl evaluate``: test a fine-tuned classifier on the test split of ``data``."""
+                        threads: int = 1, tta_views: int = 0) -> dict:
+    """``mnist-ssl evaluate``: test a fine-tuned classifier on the test split of ``data``; with
+    ``tta_views`` > 0 also with test-time augmentation (the checkpoint's fine-tuning augmentation)."""
     from mnist_ssl.config import DataConfig
     from mnist_ssl.data import class_index, load_test_split
     from mnist_ssl.engine.checkpoint import load_classifier
@@ -433,4 +450,10 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str = "embedded", datas
     result = classification_metrics(logits, targets, ckpt_classes)
     result["n"] = result["n_test"]
     result["classes"] = ckpt_classes
+    if tta_views:
+        from mnist_ssl.config import RunConfig
+
+        cfg = RunConfig.from_dict(meta.get("run_config") or {})
+        cfg.seed, cfg.eval.tta_views = seed, tta_views
+        result["tta"] = tta_stage(cfg, model, split.images, targets)
     return result

@@ -44,7 +44,25 @@ def _finished_run(cfg: RunConfig, run_dir: Path, out: Path) -> dict | None:
         raise ConfigError(f"--resume: {run_dir} has no readable config.json/metrics.json ({e.__class__.__name__}); "
                           "start this run again with --overwrite") from None
     refuse_other_config(normalised_config(saved), cfg.to_dict(), run_dir, "was made with")
+    if "tta" not in metrics:  # finished before test-time augmentation was measured: add it now
+        metrics["tta"] = _tta_of_finished_run(cfg, run_dir)
+        atomic_write_text(done, json.dumps(metrics, indent=2))
     return _relative_checkpoint(metrics, run_dir, out)
+
+
+def _tta_of_finished_run(cfg: RunConfig, run_dir: Path) -> dict | None:
+    """The TTA accuracy of a finished run, from its fine-tuned checkpoint and its seed's test sample."""
+    from mnist_ssl.data import class_index, load_splits
+    from mnist_ssl.engine.checkpoint import load_classifier
+    from mnist_ssl.pipeline import setup_threads, tta_stage
+
+    if cfg.eval.tta_views == 0:
+        return None
+    setup_threads(cfg.threads)
+    classifier, _ = load_classifier(run_dir / "finetuned.safetensors")
+    _, test = load_splits(cfg.data, cfg.seed)
+    classes = list(cfg.data.classes) if cfg.data.classes is not None else list(range(10))
+    return tta_stage(cfg, classifier, test.images, class_index(test.labels, classes))
 
 
 class StopFlag:
@@ -555,13 +573,15 @@ def summary_table(metrics: dict) -> str:
         s = summary([100 * v for v in values])
         return f"{s['mean']:.2f} ± {s['std']:.2f}" if s["n"] > 1 else f"{s['mean']:.2f}"
 
-    rows = ["| method | fine-tune % | linear probe % | kNN % | document % | seeds |", "|---|---|---|---|---|---|"]
+    rows = ["| method | fine-tune % | with TTA % | linear probe % | kNN % | document % | seeds |",
+            "|---|---|---|---|---|---|---|"]
     by_method: dict[str, list[dict]] = {}
     for r in metrics["runs"]:
         by_method.setdefault(r["method"], []).append(r)
     for m, rs in by_method.items():
         doc = METHODS[m].document_accuracy if m in METHODS else None
         rows.append(f"| {m} | {fmt([r['accuracy'] for r in rs])} | "
+                    f"{fmt([r['tta']['accuracy'] for r in rs if r.get('tta')])} | "
                     f"{fmt([r['linear_probe']['accuracy'] for r in rs if 'linear_probe' in r])} | "
                     f"{fmt([r['knn']['accuracy'] for r in rs if 'knn' in r])} | "
                     f"{'-' if doc is None else f'{doc:.2f}'} | {len(rs)} |")
@@ -569,6 +589,6 @@ def summary_table(metrics: dict) -> str:
     for r in metrics["baselines"]:
         by_base.setdefault(r["method"], []).append(r)
     for m, rs in by_base.items():
-        rows.append(f"| {m} (raw pixels) | {fmt([r['accuracy'] for r in rs])} | - | - | - | {len(rs)} |")
+        rows.append(f"| {m} (raw pixels) | {fmt([r['accuracy'] for r in rs])} | - | - | - | - | {len(rs)} |")
     n_test = metrics["runs"][0]["n_test"] if metrics["runs"] else 0
     return "\n".join(rows) + f"\n({n_test} test images per seed; wall time {metrics['wall_time_s']} s)"

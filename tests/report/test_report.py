@@ -44,6 +44,7 @@ def make_run_folder(root, methods=("mae", "infonce", "supervised"), seeds=(0, 1)
             e.update(
                 linear_probe={"accuracy": 0.9 + 0.01 * seed},
                 knn={"accuracy": 0.92, "k": 5},
+                tta={"accuracy": (N_TEST - max(0, (mi + seed) % 3 - 1)) / N_TEST, "views": 8},  # one error fewer
                 checkpoint=f"runs/{method}/seed{seed}/finetuned.safetensors",
                 wall_time_s={"pretrain": 1.0, "finetune": 2.0, "eval": 0.5, "total": 3.5},
             )
@@ -106,6 +107,11 @@ def test_report_from_a_fake_run_folder(tmp_path):
     assert "| supervised | svm |" not in md
     # mae 30/30, 29/30 against supervised 28/30, 30/30: differences +6.67 and -3.33 points.
     assert "| mae | supervised | 2 | +1.67 | 7.07 | 1 / 0 / 1 |" in md
+    # With TTA (one error fewer): mae 30/30 twice, supervised 29/30 and 30/30.
+    assert "| mae | 98.33 ± 2.36 | 96.67 | 100.00 ± 0.00 |" in md
+    assert "| supervised | 96.67 ± 4.71 | 93.33 | 98.33 ± 2.36 |" in md
+    assert "| mae (TTA) | supervised (TTA) | 2 | +1.67 | 2.36 | 1 / 1 / 0 |" in md
+    assert re.search(r"^\| svm \| [^|]+\| [^|]+\| – \|", md, re.M)  # no TTA for the baselines
     assert "Confusion Matrix:\n[[10  0  0]\n [ 0 10  0]\n [ 0  0 10]]" in md
     assert "mnist-ssl reproduce --out" in md and "torch" in md and "2025-01-01" in md
     assert "every file was readable" in md

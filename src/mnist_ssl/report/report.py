@@ -84,6 +84,10 @@ class RunFolder:
         source = self.runs.get(method) or self.baselines.get(method) or {}
         return {seed: e["accuracy"] for seed, e in source.items()}
 
+    def tta_accuracies(self, method: str) -> dict[int, float]:
+        """seed -> accuracy with test-time augmentation of a run method (the seeds that have it)."""
+        return {seed: e["tta"]["accuracy"] for seed, e in self.runs.get(method, {}).items() if e.get("tta")}
+
     @property
     def classes(self) -> list[Any] | None:
         for group in (self.runs, self.baselines):
@@ -279,6 +283,7 @@ def _headline_row(method: str, entries: dict[int, dict], is_run: bool) -> list[s
     accs = [e["accuracy"] for e in es]
     probe = [e["linear_probe"]["accuracy"] for e in es if e.get("linear_probe")]
     knn = [e["knn"]["accuracy"] for e in es if e.get("knn")]
+    tta = [e["tta"]["accuracy"] for e in es if e.get("tta")]
     lo, hi = pooled_interval([_correct(e) for e in es], [e["n_test"] for e in es])
     walls = [w for w in map(_wall, es) if w is not None]
     ns = sorted({e["n_test"] for e in es})
@@ -287,6 +292,7 @@ def _headline_row(method: str, entries: dict[int, dict], is_run: bool) -> list[s
         method,
         _mean_std(accs),
         _pct(min(accs)),
+        _mean_std(tta) if tta else "–",
         _mean_std(probe) if is_run else "–",
         _mean_std(knn) if is_run else "–",
         f"{doc:.2f}" if doc is not None else "–",
@@ -394,7 +400,7 @@ def _results_section(folder: RunFolder) -> list[Any]:
     base_methods = _ordered(folder.baselines, BASELINE_METHODS)
     knn_ks = sorted({e["knn"]["k"] for s in folder.runs.values() for e in s.values() if e.get("knn")})
     header = [
-        "method", "accuracy % (mean ± std)", "min %", "linear probe %",
+        "method", "accuracy % (mean ± std)", "min %", "with TTA %", "linear probe %",
         f"kNN %{' (k=' + ','.join(map(str, knn_ks)) + ')' if knn_ks else ''}", "document %",
         "pooled 95% CI %", "wall time / run (s)", "seeds", "test images / seed",
     ]
@@ -404,7 +410,9 @@ def _results_section(folder: RunFolder) -> list[Any]:
     blocks.append(_Text(
         "Accuracy is on each seed's own test sample: the fine-tuned classifier for the methods, the "
         "classifier itself for the raw-pixel baselines (svm, knn, logreg). Linear probe and kNN use "
-        "frozen encoder features. std is the sample std over seeds; the pooled interval is the Wilson "
+        "frozen encoder features. With TTA: the fine-tuned classifier's probabilities averaged over the "
+        "test image and copies of it under the fine-tuning augmentation (eval.tta_views; the baselines "
+        "have none). std is the sample std over seeds; the pooled interval is the Wilson "
         "95% interval of all seeds' test images counted together. The document column is the source "
         "document's single-run figure."
     ))
@@ -440,6 +448,16 @@ def _paired_section(folder: RunFolder) -> list[Any]:
             r = paired_comparison([acc[s] for s in common], [ref_acc[s] for s in common])
             rows.append([m, ref, str(r["n"]), f"{100 * r['mean_diff']:+.2f}", f"{100 * r['std_diff']:.2f}",
                          f"{r['wins']} / {r['ties']} / {r['losses']}"])
+    # The same against the from-scratch ViT with test-time augmentation on both sides.
+    ref_tta = folder.tta_accuracies("supervised")
+    for m in _ordered(folder.runs, RUN_METHODS):
+        acc = folder.tta_accuracies(m)
+        common = sorted(set(acc) & set(ref_tta))
+        if m == "supervised" or not common:
+            continue
+        r = paired_comparison([acc[s] for s in common], [ref_tta[s] for s in common])
+        rows.append([f"{m} (TTA)", "supervised (TTA)", str(r["n"]), f"{100 * r['mean_diff']:+.2f}",
+                     f"{100 * r['std_diff']:.2f}", f"{r['wins']} / {r['ties']} / {r['losses']}"])
     if not rows:
         return []
     return [

@@ -62,6 +62,16 @@ RUN_METRICS_SCHEMA: dict[str, Any] = {
                 },
             ]
         },
+        "tta": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["accuracy", "views"],
+                    "properties": {"accuracy": _FRACTION, "views": {"type": "integer", "minimum": 1}},
+                },
+            ]
+        },
         "checkpoint": {"type": ["string", "null"]},
         "wall_time_s": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
     },
@@ -185,6 +195,10 @@ def validate_run_metrics(obj: Any, where: str = "run") -> list[str]:
             problems.append(f"{where}.{key}: expected null or an object with an accuracy in [0, 1]")
         elif key == "knn" and not (_is_int(v.get("k")) and v["k"] >= 1):
             problems.append(f"{where}.knn.k: expected an integer >= 1")
+    tta = obj.get("tta")
+    if tta is not None and not (isinstance(tta, dict) and _is_fraction(tta.get("accuracy"))
+                                and _is_int(tta.get("views")) and tta["views"] >= 1):
+        problems.append(f"{where}.tta: expected null or an object with an accuracy in [0, 1] and views >= 1")
     if obj.get("checkpoint") is not None and not isinstance(obj["checkpoint"], str):
         problems.append(f"{where}.checkpoint: expected a path string or null")
     wt = obj.get("wall_time_s")
