@@ -87,6 +87,9 @@ def init_from_env(device: torch.device) -> torch.device:
 def shutdown() -> None:
     """Leave the process group (at the end of a command)."""
     if dist.is_available() and dist.is_initialized():
+        # Every rank reaches the barrier before any tears gloo down: a rank that left
+        # while its peer still had a collective in flight aborted the peer (SIGABRT in CI).
+        dist.barrier()
         dist.destroy_process_group()
 
 
