@@ -120,6 +120,18 @@ def test_end_to_end_and_resume(tmp_path, capsys):
     assert (out / "results.json").read_bytes() == kept
 
 
+def test_resume_into_a_fresh_folder_runs_the_whole_job(tmp_path, capsys):
+    # --resume with nothing to resume is a plain run (it once ended in a traceback after the
+    # rows were written, because the rows it had just written looked like an earlier command's).
+    out = tmp_path / "fresh"
+    assert main(["label-efficiency", "--out", str(out), "--methods", "supervised", "--labels", "1",
+                 "--seeds", "1", "--no-baselines", "--resume", *TINY]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["k"], r["seed"]) for r in res["rows"]] == [("supervised", 1, 0)]
+    assert "summary" in res and (out / "table.md").exists()
+    assert "| supervised |" in capsys.readouterr().out
+
+
 def test_all_labels_means_the_whole_pool():
     args = build_parser().parse_args(["label-efficiency", "--labels", "1,all"])
     from mnist_ssl.cli import _parse_count

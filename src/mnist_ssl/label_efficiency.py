@@ -222,6 +222,7 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
     results_path = out / "results.json"
     done: dict[tuple, dict] = {}
     kept: list[dict] = []  # rows of methods not run now (a job split over several commands)
+    previous: dict = {}  # the results.json --resume found; this command writes its own as it goes
     if resume and results_path.exists():
         previous = json.loads(results_path.read_text())
         _check_resumable(previous, results_path, dataclasses.asdict(any_cfg.data),
@@ -292,9 +293,8 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
         result["baselines"] = _baseline_rows(pool, pool_x.cpu(), test_x.cpu(), test_y, labels, seeds)
         result["wall_time_s"]["baselines"] = round(time.perf_counter() - t0, 1)
     result["wall_time_s"]["total"] = round(time.perf_counter() - t_job, 1)
-    if resume and results_path.exists():  # earlier commands' times, for the methods they ran
-        for k, v in previous.get("wall_time_s", {}).items():
-            result["wall_time_s"].setdefault(k, v)
+    for k, v in previous.get("wall_time_s", {}).items():  # earlier commands' times, for the methods they ran
+        result["wall_time_s"].setdefault(k, v)
     result["summary"] = summarise(result["rows"])
     result["baseline_summary"] = summarise_baselines(result.get("baselines", []))
     result["margins_at_10"] = margins(result["summary"], 10)
