@@ -148,3 +148,18 @@ def test_bad_seed_counts_are_one_line_errors(tmp_path, capsys):
     assert "seed counts" in capsys.readouterr().err
     assert main(base + ["--seeds", "1", "--finetune-min-epochs", "0"]) == 2
     assert "--finetune-min-epochs 0: must be >= 1" in capsys.readouterr().err
+
+
+def test_default_seed_counts_follow_the_budgets(tmp_path, capsys):
+    # `--labels 10` alone must run (it used to meet the five-entry default 3,3,3,1,1 and stop):
+    # small budgets get 3 seeds, larger ones 1, which gives 3,3,3,1,1 for the default budgets.
+    out = tmp_path / "one"
+    assert main(["label-efficiency", "--out", str(out), "--methods", "supervised", "--labels", "1",
+                 "--no-baselines", *TINY]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["k"], r["seed"]) for r in rows] == [(1, 0), (1, 1), (1, 2)]
+    out = tmp_path / "big"
+    assert main(["label-efficiency", "--out", str(out), "--methods", "supervised", "--labels", "11",
+                 "--no-baselines", *TINY]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["k"], r["seed"]) for r in rows] == [(11, 0)]

@@ -16,6 +16,7 @@ from mnist_ssl.errors import ConfigError, MnistSSLError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+SMALL_LABEL_BUDGET = 10  # label-efficiency: budgets up to this many labels per class get 3 seeds by default
 
 
 # ----- shared argument groups -------------------------------------------------
@@ -235,6 +236,10 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
         args.classes = "all"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     labels = [_parse_count(k, "--labels") for k in args.labels.split(",")]
+    if args.seeds is None:
+        # The default 3,3,3,1,1 for the default budgets, as a rule so that any --labels works alone:
+        # small budgets vary most from draw to draw and cost least, so they get 3 seeds.
+        args.seeds = ",".join("3" if k is not None and k <= SMALL_LABEL_BUDGET else "1" for k in labels)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
@@ -369,8 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from: {methods} (supervised = no pretraining)")
     p.add_argument("--labels", default="1,5,10,100,all", metavar="K,...",
                    help="labelled images per class (default 1,5,10,100,all)")
-    p.add_argument("--seeds", default="3,3,3,1,1", metavar="N,...",
-                   help="seeds per budget, one number per --labels entry or one for all (default 3,3,3,1,1)")
+    p.add_argument("--seeds", default=None, metavar="N,...",
+                   help="seeds per budget, one number per --labels entry or one for all (default: 3 for "
+                        f"k <= {SMALL_LABEL_BUDGET}, 1 above, i.e. 3,3,3,1,1 for the default --labels)")
     p.add_argument("--finetune-steps", type=int, default=1000,
                    help="optimiser steps of each fine-tuning, or --finetune-min-epochs epochs if that is "
                         "more (default 1000); it starts from a head fitted on the frozen features "
