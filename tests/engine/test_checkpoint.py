@@ -43,6 +43,15 @@ def test_missing_checkpoint(tmp_path):
         load_classifier(tmp_path / "nope.safetensors")
 
 
+def test_a_file_of_another_kind_is_named_as_such(tmp_path):
+    # A user pointing --checkpoint at the wrong file hears about that file, not about a
+    # made-up 'notes.safetensors' being missing.
+    other = tmp_path / "notes.md"
+    other.write_text("hello")
+    with pytest.raises(CheckpointError, match=r"notes\.md: not a \.safetensors file"):
+        load_classifier(other)
+
+
 def test_truncated_checkpoint(tmp_path):
     _, path = make_classifier(tmp_path)
     data = path.read_bytes()

@@ -62,6 +62,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             f"checkpoint {path}: {Path(path).suffix} files are pickles, which can run code when loaded, "
             "and are never read; give an mnist-ssl .safetensors checkpoint (with its .json beside it)"
         )
+    given = Path(path)
+    if given.is_file() and given.suffix.lower() not in (".safetensors", ".json"):
+        # Otherwise the suffix swap below would report a made-up 'X.safetensors' as missing.
+        raise CheckpointError(f"checkpoint {path}: not a .safetensors file; give an mnist-ssl checkpoint "
+                              "(DIR/finetuned.safetensors or DIR/pretrained.safetensors, .json beside it)")
     weights_path, meta_path = checkpoint_paths(path)
     if not weights_path.exists():
         raise CheckpointError(f"checkpoint {weights_path} does not exist")
