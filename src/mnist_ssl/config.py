@@ -100,9 +100,14 @@ class DataConfig:
     classes: list[int] | None = field(default_factory=lambda: [0, 1, 2])  # None: all
     train_per_class: int | None = 100  # None: every image of the class
     test_per_class: int | None = 100
+    # What pretraining sees, without labels: "train" = the training sample's images (the
+    # document's protocol); "pool" = every image of the source outside this seed's test sample,
+    # of every class (the semi-supervised protocol: more unlabelled images, the same labels).
+    pretrain_on: str = "train"
 
     def validate(self) -> None:
         _choice(self, "dataset", ("mnist", "fashion-mnist"))
+        _choice(self, "pretrain_on", ("train", "pool"))
         if self.classes is not None:
             if not self.classes:
                 raise ConfigError("data.classes is empty")

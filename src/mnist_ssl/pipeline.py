@@ -96,8 +96,13 @@ def prepare_data(cfg: RunConfig, device: torch.device) -> RunData:
     tr_y = class_index(train_split.labels, classes)
     te_y = class_index(test_split.labels, classes)
     train_images = _to_device(train_split.images, device)
+    pretrain_images = train_images
+    if cfg.data.pretrain_on == "pool":
+        from mnist_ssl.data import load_unlabelled_pool
+
+        pretrain_images = _to_device(load_unlabelled_pool(cfg.data, cfg.seed).images, device)
     return RunData(train_images, _to_device(tr_y, device), _to_device(test_split.images, device),
-                   _to_device(te_y, device), train_images, classes)
+                   _to_device(te_y, device), pretrain_images, classes)
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

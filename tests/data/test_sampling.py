@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mnist_ssl.config import DataConfig
-from mnist_ssl.data import Split, class_index, load_embedded, load_splits, load_test_split
+from mnist_ssl.data import Split, class_index, load_embedded, load_splits, load_test_split, load_unlabelled_pool
 from mnist_ssl.data.sampling import _embedded_indices
 from mnist_ssl.errors import ConfigError, DataError
 
@@ -181,6 +181,45 @@ def idx_root(tmp_path):
     write_split(raw, "train", balanced_labels(30, range(6)), offset=0)
     write_split(raw, "t10k", balanced_labels(20, range(6)), offset=10_000)
     return tmp_path
+
+
+def test_unlabelled_pool_is_everything_but_the_test_sample():
+    # data.pretrain_on=pool: every embedded image of every class, minus this seed's test sample.
+    data = DataConfig()  # digits 0/1/2, 100 + 100 per class
+    for seed in (0, 4):
+        train, test = load_splits(data, seed)
+        pool = load_unlabelled_pool(data, seed)
+        assert len(pool) == 5000 - 300
+        assert not _rows(pool) & _rows(test)
+        assert _rows(train) <= _rows(pool)
+        # the other digits are in it too: 500 each
+        assert torch.bincount(pool.labels).tolist() == [400, 400, 400] + [500] * 7
+    assert not _same(load_unlabelled_pool(data, 0), load_unlabelled_pool(data, 4))
+
+
+def test_pretraining_on_the_pool_keeps_train_and_test(monkeypatch):
+    from mnist_ssl.config import RunConfig
+    from mnist_ssl.pipeline import prepare_data
+
+    cfg = RunConfig(method="mae", seed=2)
+    plain = prepare_data(cfg, torch.device("cpu"))
+    assert plain.pretrain_images is plain.train_images
+    cfg.data.pretrain_on = "pool"
+    pooled = prepare_data(cfg, torch.device("cpu"))
+    assert torch.equal(pooled.train_images, plain.train_images)
+    assert torch.equal(pooled.test_images, plain.test_images)
+    assert len(pooled.pretrain_images) == 4700
+    test_rows = {bytes(r) for r in pooled.test_images.reshape(300, -1).numpy()}
+    assert not {bytes(r) for r in pooled.pretrain_images.reshape(4700, -1).numpy()} & test_rows
+    cfg.data.pretrain_on = "test"
+    with pytest.raises(ConfigError, match="data.pretrain_on='test' is not one of train, pool"):
+        cfg.data.validate()
+
+
+def test_idx_pool_is_the_train_file(idx_root):
+    data = DataConfig(source=str(idx_root), classes=[1, 4], train_per_class=25, test_per_class=5)
+    pool = load_unlabelled_pool(data, seed=0)
+    assert len(pool) == 180 and int(_ids(pool).max()) < 10_000  # every class of the train file
 
 
 def _ids(split: Split) -> torch.Tensor:

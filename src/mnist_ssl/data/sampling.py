@@ -183,6 +183,27 @@ def load_splits(data: DataConfig, seed: int) -> tuple[Split, Split]:
     return train_full.subset(train_idx), test_full.subset(test_idx)
 
 
+def load_unlabelled_pool(data: DataConfig, seed: int) -> Split:
+    """Every image a run may pretrain on without labels (``data.pretrain_on="pool"``).
+
+    For the embedded data: the 5,000 images of every class (not only
+    ``data.classes``) minus this seed's test sample, so the test images are never
+    seen, not even without labels. For an IDX folder: the whole train file.
+    Labels are kept in the Split but pretraining never reads them.
+    """
+    data.validate()
+    _check_seed(seed)
+    if data.source == "embedded":
+        full = load_embedded()
+        _, test_idx = _embedded_indices(
+            full, _classes(data), seed, data.train_per_class, data.test_per_class, need_train=True
+        )
+        keep = np.ones(len(full.labels), dtype=bool)
+        keep[test_idx] = False
+        return full.subset(np.flatnonzero(keep))
+    return load_idx_split(data.source, data.dataset, "train")
+
+
 def load_test_split(data: DataConfig, seed: int, all_test: bool = False) -> Split:
     """The test sample alone: what :func:`load_splits` returns as test for this seed.
 
