@@ -84,7 +84,7 @@ def main() -> None:
     ax.axhline(svm_margin, color="#d62728", ls="--", lw=1, label="RBF SVM on raw pixels")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(range(len(methods)), methods)
-    ax.set_ylabel(f"points over the ViT without pretraining")
+    ax.set_ylabel("points over the ViT without pretraining")
     ax.set_title(f"{args.k} labels per class, {out['test_images']} test images, "
                  f"{len(seeds)} seeds (dots)", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
