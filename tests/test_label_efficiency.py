@@ -146,6 +146,9 @@ def test_bad_seed_counts_are_one_line_errors(tmp_path, capsys):
     assert main(base + ["--seeds", "2,x"]) == 2
     assert main(base + ["--seeds", "1,2,3"]) == 2
     assert "seed counts" in capsys.readouterr().err
+    assert main(base + ["--seeds", "1", "--set", "data.pretrain_on=pool"]) == 2
+    assert "data.pretrain_on does not apply to label-efficiency" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "results.json").exists()
     assert main(base + ["--seeds", "1", "--finetune-min-epochs", "0"]) == 2
     assert "--finetune-min-epochs 0: must be >= 1" in capsys.readouterr().err
 

@@ -216,6 +216,12 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
 
         raise ConfigError(f"{len(labels)} label budgets but {len(seeds)} seed counts: give one per budget")
     any_cfg = next(iter(configs.values()))
+    if any_cfg.data.pretrain_on != "train":
+        from mnist_ssl.errors import ConfigError
+
+        # Silently ignoring it would let a user believe a second protocol ran.
+        raise ConfigError("data.pretrain_on does not apply to label-efficiency: it always pretrains on its "
+                          "pool (every training image of the chosen classes outside the test sample)")
     setup_threads(any_cfg.threads)
     device = resolve_device(any_cfg.device)
     pool = load_pool(any_cfg, device)
