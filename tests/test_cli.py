@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mnist_ssl.cli import main
 
@@ -153,3 +154,35 @@ def test_finetune_accepts_a_pretraining_run_folder(tiny_run, tmp_path, capsys):
                            "--train-per-class", "10", "--quiet", capsys=capsys)
     assert code == 0, err
     assert (tmp_path / "ft" / "finetuned.safetensors").exists()
+
+
+def test_finetune_takes_new_dropout_and_refuses_architecture_changes(tiny_run, tmp_path, capsys):
+    ckpt = tiny_run / "runs" / "mae" / "seed0" / "pretrained.safetensors"
+    common = ["--epochs", "1", "--train-per-class", "10", "--quiet"]
+    code, _, err = run_cli("finetune", "--checkpoint", ckpt, "--out", tmp_path / "ft", *common,
+                           "--set", "model.dropout=0", capsys=capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert saved["model"]["dropout"] == 0.0  # applied, not silently replaced by the checkpoint's 0.1
+    code, _, err = run_cli("finetune", "--checkpoint", ckpt, "--out", tmp_path / "ft2", *common,
+                           "--set", "model.depth=3", capsys=capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "model.depth=3" in lines[0] and "depth=1" in lines[0], err
+    assert not (tmp_path / "ft2").exists()
+
+
+def test_set_dropout_changes_every_dropout_of_a_built_encoder():
+    from mnist_ssl.config import ModelConfig
+    from mnist_ssl.models.layers import Attention, Dropout
+    from mnist_ssl.models.vit import ViTEncoder
+
+    encoder = ViTEncoder(ModelConfig(dim=32, depth=2, heads=2, dropout=0.1))
+    encoder.set_dropout(0.0, 0.2)
+    assert {m.p for m in encoder.modules() if isinstance(m, Dropout)} == {0.0}
+    assert {m.attn_dropout for m in encoder.modules() if isinstance(m, Attention)} == {0.2}
+    assert (encoder.cfg.dropout, encoder.cfg.attn_dropout) == (0.0, 0.2)
+    x = torch.rand(2, 1, 28, 28)
+    encoder.train()
+    encoder.set_dropout(0.0, 0.0)
+    assert torch.equal(encoder(x), encoder(x))  # no dropout left: training mode is deterministic

@@ -405,6 +405,28 @@ def pretrain_only(cfg: RunConfig, out_dir: str | Path, *, quiet: bool = False) -
     return out_dir / "pretrained.safetensors"
 
 
+# Model fields without weights: a loaded encoder can take new values of these.
+_RETUNABLE_MODEL_FIELDS = ("dropout", "attn_dropout")
+
+
+def _apply_model_overrides(encoder, saved, wanted) -> None:
+    """Apply the model fields the command line changed against the checkpoint's run config:
+    dropout rates to the loaded encoder; any architectural field is refused, never ignored."""
+    from dataclasses import fields
+
+    from mnist_ssl.errors import ConfigError
+
+    changed = [f.name for f in fields(wanted) if getattr(wanted, f.name) != getattr(saved, f.name)]
+    fixed = [name for name in changed if name not in _RETUNABLE_MODEL_FIELDS]
+    if fixed:
+        name = fixed[0]
+        raise ConfigError(f"--set model.{name}={getattr(wanted, name)!r}: the checkpoint's encoder has "
+                          f"{name}={getattr(encoder.cfg, name)!r}, which fine-tuning cannot change "
+                          f"(only {', '.join('model.' + n for n in _RETUNABLE_MODEL_FIELDS)} can)")
+    if changed:
+        encoder.set_dropout(wanted.dropout, wanted.attn_dropout)
+
+
 def finetune_from(checkpoint: str | Path, args, out_dir: str | Path, *, quiet: bool = False) -> dict:
     """``mnist-ssl finetune``: load a pretrained encoder, fine-tune, test; the run config comes
     from the checkpoint, then the command line's flags and --set on top."""
@@ -417,6 +439,7 @@ def finetune_from(checkpoint: str | Path, args, out_dir: str | Path, *, quiet: b
     encoder, meta = load_encoder(checkpoint)
     saved = meta.get("run_config") or RunConfig(method=meta.get("method", "mae")).to_dict()
     cfg = build_config(args, None, base=RunConfig.from_dict(saved).to_dict())
+    _apply_model_overrides(encoder, RunConfig.from_dict(saved).model, cfg.model)
     cfg.model = encoder.cfg
     device = resolve_device(cfg.device)
     return run_experiment(cfg, out_dir, quiet=quiet, encoder=encoder.to(device))

@@ -41,6 +41,18 @@ class ViTEncoder(nn.Module):
         self.apply(init_weights)
         nn.init.normal_(self.cls_token, std=0.02)
 
+    def set_dropout(self, dropout: float, attn_dropout: float) -> None:
+        """Change the dropout rates of a built (e.g. loaded) encoder; they hold no weights,
+        so fine-tuning may use other rates than pretraining did."""
+        from mnist_ssl.models.layers import Attention
+
+        for module in self.modules():
+            if isinstance(module, Dropout):
+                module.p = dropout
+            elif isinstance(module, Attention):
+                module.attn_dropout = attn_dropout
+        self.cfg.dropout, self.cfg.attn_dropout = dropout, attn_dropout
+
     # ----- inputs --------------------------------------------------------
     def as_clip(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) or (B, C, T, H, W) -> (B, C, T, H, W) with T = cfg.frames."""
