@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mnist_ssl.config import ModelConfig
-from mnist_ssl.models.layers import Block, Dropout, init_weights
+from mnist_ssl.models.layers import Attention, Block, Dropout, init_weights
 from mnist_ssl.models.patch_embed import PatchEmbed, PositionEmbedding
 
 
@@ -44,8 +44,6 @@ class ViTEncoder(nn.Module):
     def set_dropout(self, dropout: float, attn_dropout: float) -> None:
         """Change the dropout rates of a built (e.g. loaded) encoder; they hold no weights,
         so fine-tuning may use other rates than pretraining did."""
-        from mnist_ssl.models.layers import Attention
-
         for module in self.modules():
             if isinstance(module, Dropout):
                 module.p = dropout
