@@ -420,8 +420,8 @@ def _apply_model_overrides(encoder, saved, wanted) -> None:
     fixed = [name for name in changed if name not in _RETUNABLE_MODEL_FIELDS]
     if fixed:
         name = fixed[0]
-        raise ConfigError(f"--set model.{name}={getattr(wanted, name)!r}: the checkpoint's encoder has "
-                          f"{name}={getattr(encoder.cfg, name)!r}, which fine-tuning cannot change "
+        raise ConfigError(f"model.{name}={getattr(wanted, name)!r} (from --set or --config): the checkpoint's "
+                          f"encoder has {name}={getattr(encoder.cfg, name)!r}, which fine-tuning cannot change "
                           f"(only {', '.join('model.' + n for n in _RETUNABLE_MODEL_FIELDS)} can)")
     if changed:
         encoder.set_dropout(wanted.dropout, wanted.attn_dropout)
@@ -437,9 +437,9 @@ def finetune_from(checkpoint: str | Path, args, out_dir: str | Path, *, quiet: b
     if Path(checkpoint).is_dir():  # a pretraining run folder, as `mnist-ssl pretrain --out` wrote it
         checkpoint = Path(checkpoint) / "pretrained.safetensors"
     encoder, meta = load_encoder(checkpoint)
-    saved = meta.get("run_config") or RunConfig(method=meta.get("method", "mae")).to_dict()
-    cfg = build_config(args, None, base=RunConfig.from_dict(saved).to_dict())
-    _apply_model_overrides(encoder, RunConfig.from_dict(saved).model, cfg.model)
+    saved = RunConfig.from_dict(meta.get("run_config") or RunConfig(method=meta.get("method", "mae")).to_dict())
+    cfg = build_config(args, None, base=saved.to_dict())
+    _apply_model_overrides(encoder, saved.model, cfg.model)
     cfg.model = encoder.cfg
     device = resolve_device(cfg.device)
     return run_experiment(cfg, out_dir, quiet=quiet, encoder=encoder.to(device))
