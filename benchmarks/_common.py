@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -42,10 +41,11 @@ def load() -> list[float]:
 
 
 def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_avg": load()}
+    """The job's machine block (CPU model, vector-kernel level, threads, GPU) plus torch's version
+    and the load average."""
+    from mnist_ssl.reproduce import machine as job_machine
+
+    return {**job_machine(torch.get_num_threads()), "torch": torch.__version__, "load_avg": load()}
 
 
 def sync(device: torch.device) -> None:

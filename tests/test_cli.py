@@ -46,6 +46,9 @@ def test_reproduce_writes_the_run_folder(tiny_run):
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in log] == ["pretrain", "finetune"]
     assert {r["method"] for r in m["baselines"]} == {"svm", "knn", "logreg"}
+    # What decides the last digits on a CPU: the thread count and torch's vector-kernel level.
+    assert m["machine"]["torch_threads"] == 1
+    assert m["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_reproduce_prints_epochs_accuracy_and_confusion(tmp_path, capsys):

@@ -110,9 +110,24 @@ def machine(threads: int) -> dict:
     import torch
 
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": threads,
+            "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": threads,
+            # The vector kernels torch picked (e.g. AVX2, AVX512): runs on CPUs at different
+            # levels round differently and can differ by a test image (docs/reliability.md).
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     return info
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def _steps(cfg: RunConfig, n_train: int, has_pretrain: bool) -> int:
