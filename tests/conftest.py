@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-# One thread: the same numbers on every machine, and no OpenMP stalls on a busy CI box.
+# One thread: the same numbers run after run (and on any CPU at the same kernel level),
+# and no OpenMP stalls on a busy CI box.
 torch.set_num_threads(1)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
