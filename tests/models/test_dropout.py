@@ -37,3 +37,15 @@ def test_same_seed_same_mask_and_gradient_through_kept_values():
 
 def test_whole_drop():
     assert torch.equal(Dropout(1.0).train()(torch.ones(10)), torch.zeros(10))
+
+
+def test_eager_mask_is_the_compiled_graphs_custom_op_mask():
+    # Eager mode calls the mask function directly (the custom op's dispatch costs time);
+    # both must draw the same mask from the same RNG state.
+    from mnist_ssl.models.layers import _keep_mask_op
+
+    x = torch.randn(4, 50, 64)
+    torch.manual_seed(3)
+    y = Dropout(0.1).train()(x)
+    torch.manual_seed(3)
+    assert torch.equal(y, x * _keep_mask_op(x, 0.1))
