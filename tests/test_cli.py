@@ -189,3 +189,22 @@ def test_set_dropout_changes_every_dropout_of_a_built_encoder():
     encoder.train()
     encoder.set_dropout(0.0, 0.0)
     assert torch.equal(encoder(x), encoder(x))  # no dropout left: training mode is deterministic
+
+
+@pytest.mark.parametrize("preset", sorted((Path(__file__).parents[1] / "configs").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_preset_loads_for_every_method(preset):
+    # The README and docs/results.md send users to these files; each must stay valid.
+    import argparse
+
+    from mnist_ssl.cli import build_config
+    from mnist_ssl.config import load_config_file
+    from mnist_ssl.objectives.registry import method_names
+
+    wanted = load_config_file(str(preset))
+    for method in method_names():
+        cfg = build_config(argparse.Namespace(config=str(preset)), method=method).to_dict()
+        assert cfg["method"] == method
+        for section, values in wanted.items():
+            for key, value in values.items():
+                assert cfg[section][key] == value, (preset.name, method, section, key)
