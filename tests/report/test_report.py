@@ -136,6 +136,7 @@ def test_report_of_only_mae_without_baselines_or_optional_files(tmp_path):
     md = Path(md_path).read_text()
     assert re.search(r"^\| mae \| 100\.00 ± 0\.00 \|", md, re.M)
     assert "Paired comparison" not in md
+    assert "1 run of 1 method, 0 baseline results." in md
     assert (tmp_path / "figures" / "confusion_grid.png").is_file()
     assert Path(html_path).read_text().count("data:image/png;base64,") == 1
 

@@ -585,6 +585,11 @@ def _provenance_section(folder: RunFolder) -> list[Any]:
     return blocks
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 run', '5 runs'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def build_report(run_dir: str | os.PathLike) -> tuple[str, str]:
     """Write ``report.md``, ``report.html`` and ``figures/`` into ``run_dir``.
 
@@ -597,8 +602,8 @@ def build_report(run_dir: str | os.PathLike) -> tuple[str, str]:
     n_runs = sum(len(s) for s in folder.runs.values())
     blocks: list[Any] = [
         _Heading(1, "mnist-ssl report"),
-        _Text(f"Run folder {root.name}: {n_runs} runs of {len(folder.runs)} methods, "
-              f"{sum(len(s) for s in folder.baselines.values())} baseline results. "
+        _Text(f"Run folder {root.name}: {_count(n_runs, 'run')} of {_count(len(folder.runs), 'method')}, "
+              f"{_count(sum(len(s) for s in folder.baselines.values()), 'baseline result')}. "
               "Built from the folder's files only; accuracies in percent."),
     ]
     blocks += _results_section(folder)
