@@ -24,9 +24,11 @@ import torch
 
 from mnist_ssl import pipeline
 from mnist_ssl.config import RunConfig, apply_overrides
+from mnist_ssl.errors import MnistSSLError
 from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
 
 DECAYS = (0.99, 0.995, 0.998, 0.999)
+USAGE = "usage: python scripts/finetune_weight_average.py METHOD SEEDS OUT [KEY=VALUE ...]"
 
 
 class WeightAverages:
@@ -45,10 +47,21 @@ class WeightAverages:
         pass
 
 
+def _fail(line: str) -> None:
+    """One line on stderr and exit code 2, as the CLI does for bad input."""
+    print(line, file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) < 3:
-        sys.exit(__doc__.strip().splitlines()[-4].strip())
+    if len(argv) < 3 or not all(s.strip().isdigit() for s in argv[1].split(",")):
+        _fail(USAGE + " (SEEDS: comma-separated integers, e.g. 0,1,2)")
     method, seeds, out, overrides = argv[0], [int(s) for s in argv[1].split(",")], Path(argv[2]), argv[3:]
+    try:  # a bad method or KEY=VALUE is one line, as on the CLI
+        for seed in seeds:
+            apply_overrides(RunConfig(), [f"method={method}", f"seed={seed}", *overrides]).validate()
+    except MnistSSLError as e:
+        _fail(f"error: {e}")
     pipeline.setup_threads(1)
     rows = []
     for seed in seeds:
