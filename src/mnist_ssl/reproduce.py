@@ -112,7 +112,7 @@ def machine(threads: int) -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": threads,
             # The vector kernels torch picked (e.g. AVX2, AVX512): runs on CPUs at different
-            # levels round differently and can differ by a test image (docs/reliability.md).
+            # levels round differently and can differ by a test image or two (docs/reliability.md).
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     return info
