@@ -25,6 +25,7 @@ import torch
 from mnist_ssl import pipeline
 from mnist_ssl.config import RunConfig, apply_overrides
 from mnist_ssl.errors import MnistSSLError
+from mnist_ssl.fileio import atomic_write_text
 from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
 
 DECAYS = (0.99, 0.995, 0.998, 0.999)
@@ -57,15 +58,15 @@ def main(argv: list[str]) -> None:
     if len(argv) < 3 or not all(s.strip().isdigit() for s in argv[1].split(",")):
         _fail(USAGE + " (SEEDS: comma-separated integers, e.g. 0,1,2)")
     method, seeds, out, overrides = argv[0], [int(s) for s in argv[1].split(",")], Path(argv[2]), argv[3:]
-    try:  # a bad method or KEY=VALUE is one line, as on the CLI
-        for seed in seeds:
-            apply_overrides(RunConfig(), [f"method={method}", f"seed={seed}", *overrides]).validate()
-    except MnistSSLError as e:
+    try:  # a bad method or KEY=VALUE is one line before any training, as on the CLI
+        configs = [apply_overrides(RunConfig(), [f"method={method}", f"seed={seed}", *overrides]).validate()
+                   for seed in seeds]
+        out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable OUT fails now, not after the training
+    except (MnistSSLError, OSError) as e:
         _fail(f"error: {e}")
     pipeline.setup_threads(1)
     rows = []
-    for seed in seeds:
-        cfg = apply_overrides(RunConfig(), [f"method={method}", f"seed={seed}", *overrides]).validate()
+    for seed, cfg in zip(seeds, configs):
         data = pipeline.prepare_data(cfg, torch.device("cpu"))
         pipeline.seed_everything(seed)  # as run_experiment, which gets its data from reproduce
         encoder = ViTEncoder(cfg.model)
@@ -85,8 +86,7 @@ def main(argv: list[str]) -> None:
             row[f"ema_{decay}"] = pipeline.test_stage(averaged, data)["accuracy"]
         print(json.dumps(row), flush=True)
         rows.append(row)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"argv": argv, "rows": rows}, indent=1))
+    atomic_write_text(out, json.dumps({"argv": argv, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
