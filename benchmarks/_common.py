@@ -40,12 +40,14 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def machine() -> dict:
+def machine(threads: int | None = None) -> dict:
     """The job's machine block (CPU model, vector-kernel level, threads, GPU) plus torch's version
-    and the load average."""
+    and the load average. `threads` is the measured processes' thread count where they are
+    children started with their own --threads; by default this process's own count."""
     from mnist_ssl.reproduce import machine as job_machine
 
-    return {**job_machine(torch.get_num_threads()), "torch": torch.__version__, "load_avg": load()}
+    threads = torch.get_num_threads() if threads is None else threads
+    return {**job_machine(threads), "torch": torch.__version__, "load_avg": load()}
 
 
 def sync(device: torch.device) -> None:

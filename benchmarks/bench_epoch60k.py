@@ -83,7 +83,7 @@ def main() -> None:
             sys.exit(f"{name} failed:\n{proc.stderr[-2000:]}")
         rows.append({**json.loads(proc.stdout.strip().splitlines()[-1]), "load_avg_after": C.load()})
         print(f"# {name}: {rows[-1]['epoch_s']} s", file=sys.stderr, flush=True)
-    result = {"benchmark": "epoch60k", "machine": C.machine(), "load_avg_before": load_before,
+    result = {"benchmark": "epoch60k", "machine": C.machine(args.threads), "load_avg_before": load_before,
               "data": f"{args.data} ({args.dataset})", "batch": args.batch, "threads": args.threads,
               "device": args.device, "compile": args.compile, "rows": rows}
     lines = [f"One epoch over {rows[0]['images']} {args.dataset} images, default size, batch {args.batch}, "

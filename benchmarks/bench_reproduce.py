@@ -93,7 +93,7 @@ def main() -> None:
         metrics = json.loads((run / "metrics.json").read_text())
     runs = [{"method": r["method"], "accuracy": r["accuracy"], **r["wall_time_s"]} for r in metrics["runs"]]
     result = {"benchmark": "reproduce", "command": " ".join(cmd[1:]).replace(str(run), "OUT"),
-              "machine": C.machine(), "load_avg_before": load_before, "threads": args.threads,
+              "machine": C.machine(args.threads), "load_avg_before": load_before, "threads": args.threads,
               "wall_time_s": round(wall, 1), "job_wall_time_s": metrics["wall_time_s"],
               "peak_rss_mb": round(peak_mb, 1),
               "sampled_tree": {"peak_sum_rss_mb": round(peak["sum_kb"] / 1024, 1),
