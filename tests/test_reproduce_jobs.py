@@ -171,3 +171,36 @@ def test_resume_adds_the_tta_accuracy_to_a_run_finished_without_it(reference, tm
     again = json.loads((out / "runs" / "mae" / "seed0" / "metrics.json").read_text())
     assert again["tta"] == ref_run["tta"]
     assert results(out)["runs"] == results(reference)["runs"]
+
+
+def _arrays(path: Path) -> dict:
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_predictions_agree_with_the_metrics_and_resume_recreates_them(reference, tmp_path, capsys):
+    # predictions.npz holds what the report's mistakes figure shows: it must describe the very
+    # predictions the run's accuracy counts, and --resume rebuilds it for runs made without it.
+    import shutil
+
+    import numpy as np
+
+    for method in RUNS:
+        run = reference / "runs" / method / "seed0"
+        metrics, p = json.loads((run / "metrics.json").read_text()), _arrays(run / "predictions.npz")
+        assert p["probs"].shape == (metrics["n_test"], 3) and np.allclose(p["probs"].sum(1), 1, atol=1e-5)
+        wrong = np.flatnonzero(p["probs"].argmax(1) != p["y"])
+        assert len(wrong) == metrics["n_test"] - sum(metrics["confusion"][i][i] for i in range(3))
+        assert p["error_index"].tolist() == wrong.tolist()
+        assert p["error_images"].shape == (len(wrong), 28, 28) and p["error_images"].dtype == np.uint8
+    out = tmp_path / "old"
+    shutil.copytree(reference, out)
+    (out / "runs" / "mae" / "seed0" / "predictions.npz").unlink()
+    code, _, err = run_cli(["reproduce", "--out", out, *JOB, "--resume"], capsys)
+    assert code == 0, err
+    again, ref = (_arrays(d / "runs" / "mae" / "seed0" / "predictions.npz") for d in (out, reference))
+    assert again.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(again[k], ref[k], err_msg=k)

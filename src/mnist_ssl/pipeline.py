@@ -7,6 +7,7 @@ This is the library function behind ``mnist-ssl pretrain``, ``finetune`` and
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import random
 import time
@@ -24,6 +25,7 @@ from mnist_ssl.engine import distributed
 from mnist_ssl.engine.checkpoint import atomic_write_text, load_encoder, save_checkpoint
 from mnist_ssl.engine.loop import train
 from mnist_ssl.engine.resume import ResumeWriter, clear_train_state, load_train_state
+from mnist_ssl.fileio import atomic_write_bytes
 from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
 from mnist_ssl.objectives.registry import build_objective, get_method
 from mnist_ssl.objectives.supervised import Supervised
@@ -203,7 +205,9 @@ def frozen_stage(cfg: RunConfig, encoder: ViTEncoder, data: RunData, run_dir: Pa
         frozen["linear_probe"] = linear_probe(tr_x, tr_y, te_x, te_y, C=cfg.eval.probe_c)
     if cfg.eval.knn:
         frozen["knn"] = knn_eval(tr_x, tr_y, te_x, te_y, k=cfg.eval.knn_k)
-    np.savez_compressed(run_dir / "features.npz", x=np.asarray(te_x, dtype=np.float32), y=te_y)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=np.asarray(te_x, dtype=np.float32), y=te_y)
+    atomic_write_bytes(run_dir / "features.npz", buf.getvalue())
     return frozen
 
 
@@ -263,11 +267,27 @@ def fit_head_on_frozen_features(classifier: ViTClassifier, images_u8: torch.Tens
     classifier.train()
 
 
-def test_stage(classifier: ViTClassifier, data: RunData) -> dict:
+def test_stage(classifier: ViTClassifier, data: RunData) -> tuple[dict, np.ndarray]:
+    """The test metrics and the (N, K) softmax probabilities they come from."""
     from mnist_ssl.evaluation.metrics import classification_metrics
 
     logits = predict_logits(classifier, data.test_images)
-    return classification_metrics(logits, data.test_targets.cpu(), data.classes)
+    probs = torch.softmax(logits.detach().float(), dim=-1).cpu().numpy().astype(np.float32)
+    return classification_metrics(logits, data.test_targets.cpu(), data.classes), probs
+
+
+def save_predictions(path: Path, probs: np.ndarray, targets: torch.Tensor, images_u8: torch.Tensor) -> None:
+    """predictions.npz: every test image's class probabilities ``probs`` (N, K) and true class
+    index ``y`` (N,), plus the misclassified images themselves (``error_index`` (E,) into the
+    test sample, ``error_images`` uint8 (E, H, W)), so a report can show the mistakes and
+    combine runs of one sample without the data or the model."""
+    y = targets.cpu().numpy().astype(np.int64)
+    wrong = np.flatnonzero(probs.argmax(axis=1) != y)
+    images = images_u8.cpu().numpy()
+    error_images = images[wrong].reshape(len(wrong), *images.shape[-2:]).astype(np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, probs=probs, y=y, error_index=wrong.astype(np.int64), error_images=error_images)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def tta_stage(cfg: RunConfig, classifier: ViTClassifier, test_images: torch.Tensor,
@@ -335,7 +355,8 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     classifier, ckpt, times["finetune"] = finetune_stage(
         cfg, encoder, data, run_dir, resume=saved if phase == "finetune" else None, **kw)
     t0 = time.perf_counter()
-    metrics = test_stage(classifier, data)
+    metrics, probs = test_stage(classifier, data)
+    save_predictions(run_dir / "predictions.npz", probs, data.test_targets, data.test_images)
     tta = tta_stage(cfg, classifier, data.test_images, data.test_targets)
     times["eval"] = time.perf_counter() - t0 + frozen_time
     times["total"] = time.perf_counter() - t_start

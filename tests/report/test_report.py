@@ -27,6 +27,17 @@ def _result(method, seed, n_wrong):
     return {"method": method, "seed": seed, **classification_metrics(pred, target, CLASSES)}
 
 
+def _predictions(path, n_wrong):
+    """predictions.npz agreeing with ``_result(..., n_wrong)``: the first class-0 images called 1."""
+    y = np.repeat(np.arange(3), N_TEST // 3)
+    pred = y.copy()
+    pred[:n_wrong] = 1
+    probs = np.eye(3, dtype=np.float32)[pred] * 0.8 + 0.2 / 3
+    wrong = np.arange(n_wrong)
+    images = np.random.default_rng(n_wrong).integers(0, 256, size=(n_wrong, 28, 28), dtype=np.uint8)
+    np.savez(path, probs=probs, y=y, error_index=wrong, error_images=images)
+
+
 def _png(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     mpimg.imsave(path, np.random.default_rng(0).random((8, 8)), cmap="gray")
@@ -57,6 +68,7 @@ def make_run_folder(root, methods=("mae", "infonce", "supervised"), seeds=(0, 1)
                         f.write(json.dumps({"phase": phase, "epoch": ep, "epochs": 3, "loss": 1.0 / (ep + 1 + seed),
                                             "terms": {"mae": 0.5 / (ep + 1)}, "lr": 1e-3, "time_s": 0.1}) + "\n")
             np.savez(d / "features.npz", x=rng.normal(size=(N_TEST, 8)), y=np.repeat(np.arange(3), N_TEST // 3))
+            _predictions(d / "predictions.npz", n_wrong=(mi + seed) % 3)
             if method in ("mae", "mae-infonce", "videomae"):
                 _png(d / "reconstruction.png")
             if method in ("infonce", "mae-infonce"):
@@ -87,7 +99,7 @@ def make_run_folder(root, methods=("mae", "infonce", "supervised"), seeds=(0, 1)
 
 
 FIGURES = ["confusion_grid.png", "loss_pretrain.png", "loss_finetune.png", "reconstruction_mae.png",
-           "views_infonce.png", "feature_maps.png"]
+           "views_infonce.png", "feature_maps.png", "misclassified.png"]
 
 
 def test_report_from_a_fake_run_folder(tmp_path):
@@ -115,6 +127,9 @@ def test_report_from_a_fake_run_folder(tmp_path):
     assert "Confusion Matrix:\n[[10  0  0]\n [ 0 10  0]\n [ 0  0 10]]" in md
     assert "mnist-ssl reproduce --out" in md and "torch" in md and "2025-01-01" in md
     assert "every file was readable" in md
+    # mae wrong 0 + 1, infonce 1 + 2, supervised 2 + 0 times over the two seeds of 30 images.
+    assert ("mae: 1 of 60 test images wrong over 2 seeds; infonce: 3 of 60 test images wrong over 2 seeds; "
+            "supervised: 2 of 60 test images wrong over 2 seeds.") in md
 
     for name in FIGURES:
         assert (tmp_path / "figures" / name).is_file(), name
@@ -130,7 +145,7 @@ def test_report_from_a_fake_run_folder(tmp_path):
 
 def test_report_of_only_mae_without_baselines_or_optional_files(tmp_path):
     make_run_folder(tmp_path, methods=("mae",), seeds=(0,), baselines=False)
-    for name in ("log.jsonl", "features.npz", "reconstruction.png"):
+    for name in ("log.jsonl", "features.npz", "reconstruction.png", "predictions.npz"):
         (tmp_path / "runs" / "mae" / "seed0" / name).unlink()
     md_path, html_path = build_report(tmp_path)
     md = Path(md_path).read_text()
@@ -148,8 +163,13 @@ def test_corrupt_optional_files_are_skipped_and_listed(tmp_path):
     with open(d / "log.jsonl", "a") as f:
         f.write('{"phase": "finetune", "epo')  # a run killed mid-write
     (tmp_path / "baselines" / "seed0.json").write_text("[{")
+    # supervised seed 0 got 1 of 30 wrong; a predictions file with 2 wrong does not belong to it.
+    _predictions(tmp_path / "runs" / "supervised" / "seed0" / "predictions.npz", n_wrong=2)
     md = Path(build_report(tmp_path)[0]).read_text()
     assert "runs/mae/seed0/features.npz: skipped" in md
+    assert "runs/supervised/seed0/predictions.npz: skipped (ValueError: 28 of 30 right, but the run's " \
+           "metrics say 29 of 30)" in md
+    assert "mae: 0 of 30 test images wrong over 1 seed." in md and "supervised: " not in md
     assert "| runs/mae/seed0/log.jsonl: line 7 is not a log record; skipped |" in md
     assert "baselines/seed0.json: unreadable" in md
     assert re.search(r"^\| svm \| ", md, re.M)  # still known from metrics.json

@@ -39,6 +39,7 @@ __all__ = [
     "plot_reconstruction",
     "plot_clip_reconstruction",
     "plot_views",
+    "plot_misclassified",
     "plot_feature_maps",
     "plot_accuracy_vs_labels",
     "pca_2d",
@@ -291,6 +292,34 @@ def plot_views(original: Any, view1: Any, view2: Any, path: str) -> str:
          ("view 2", _images(view2, "view2"))],
         path,
     )
+
+
+def plot_misclassified(
+    errors_by_method: Mapping[str, tuple[str, Sequence[tuple[Any, str]]]], path: str, per_row: int = 12
+) -> str:
+    """The test images each method got wrong: one band per method, headed by its caption.
+
+    errors_by_method: method -> (caption, [((H, W) image in [0, 1], label), ...]); a band
+    shows the first ``per_row`` images, each titled with its label (for example
+    "s0: 2→1", seed 0, true 2, predicted 1), and a method with none is a caption alone.
+    """
+    if per_row < 1:
+        raise ValueError(f"per_row={per_row} must be >= 1")
+    n = max(1, len(errors_by_method))
+    cols = max([per_row if len(e) > per_row else len(e) for _, e in errors_by_method.values()] + [1])
+    fig = Figure(figsize=(max(4.0, 0.95 * cols), 1.45 * n + 0.2), layout="constrained")
+    bands = fig.subfigures(n, 1, squeeze=False)[:, 0]
+    cmap = _grey()
+    for band, (method, (caption, errors)) in zip(bands, errors_by_method.items()):
+        band.suptitle(f"{method}: {caption}", fontsize=9, x=0.01, ha="left")
+        axes = band.subplots(1, cols, squeeze=False)[0]
+        for j, ax in enumerate(axes):
+            ax.set_axis_off()
+            if j < min(per_row, len(errors)):
+                image, label = errors[j]
+                ax.imshow(_images(np.asarray(image)[None], label)[0], cmap=cmap, vmin=0, vmax=1)
+                ax.set_title(label, fontsize=8)
+    return _save(fig, path)
 
 
 def plot_clip_reconstruction(original: Any, masked: Any, recon: Any, path: str) -> str:

@@ -7,6 +7,7 @@ The report never re-runs or re-evaluates anything: it reads what
     OUT/runs/<method>/seed<k>/metrics.json         RunMetrics of one run
     OUT/runs/<method>/seed<k>/log.jsonl            per-epoch losses
     OUT/runs/<method>/seed<k>/features.npz         frozen test features x (N, D), y (N,)
+    OUT/runs/<method>/seed<k>/predictions.npz      test probabilities and the misclassified images
     OUT/runs/<method>/seed<k>/reconstruction.png | views.png
     OUT/baselines/seed<k>.json                     raw-pixel baselines of sample k
 
@@ -540,9 +541,61 @@ def _figures_section(folder: RunFolder) -> list[Any]:
         if attempt("feature maps", lambda: plots.plot_feature_maps(features, fig_dir / "feature_maps.png", classes)):
             blocks.append(_Image("figures/feature_maps.png",
                                  "Frozen test features of each method's first seed, 2-D PCA, coloured by class."))
+    errors = _misclassified(folder, attempt)
+    if errors and attempt("misclassified images",
+                          lambda: plots.plot_misclassified(errors, fig_dir / "misclassified.png", MISTAKES_SHOWN)):
+        counts = "; ".join(f"{m}: {caption}" for m, (caption, _) in errors.items())
+        blocks.append(_Image("figures/misclassified.png",
+                             f"Test images each fine-tuned ViT got wrong (sK: seed K, true class → "
+                             f"predicted class). {counts}."))
     if len(blocks) == 1:
         return []
     return blocks
+
+
+MISTAKES_SHOWN = 12  # misclassified images per method in the report's figure
+
+
+def _misclassified(folder: RunFolder, attempt: Any) -> dict[str, tuple[str, list[tuple[np.ndarray, str]]]]:
+    """method -> (caption, [(image, "sK: true→predicted"), ...]) from every seed's predictions.npz,
+    the most confident mistakes first (runs made before the file existed have none, and a method
+    with no such file is left out)."""
+    root, classes = folder.root, folder.classes
+    out: dict[str, tuple[str, list[tuple[np.ndarray, str]]]] = {}
+    for m in _ordered(folder.runs, RUN_METHODS):
+        mistakes: list[tuple[float, np.ndarray, str]] = []
+        n_images = n_seeds = 0
+        for seed, e in sorted(folder.runs[m].items()):
+            npz = root / "runs" / m / f"seed{seed}" / "predictions.npz"
+            if not npz.is_file():
+                continue
+
+            def load(npz: Path = npz, seed: int = seed, e: dict = e) -> None:
+                nonlocal n_images, n_seeds
+                with np.load(npz, allow_pickle=False) as z:
+                    probs, y = np.asarray(z["probs"]), np.asarray(z["y"]).ravel()
+                    index, images = np.asarray(z["error_index"]).ravel(), np.asarray(z["error_images"])
+                if probs.ndim != 2 or probs.shape[0] != y.shape[0] or images.shape[0] != index.shape[0]:
+                    raise ValueError(f"probs {probs.shape}, y {y.shape}, error_images {images.shape} "
+                                     f"and error_index {index.shape} do not fit together")
+                predicted = probs.argmax(axis=1)
+                if y.shape[0] != e["n_test"] or int((predicted == y).sum()) != _correct(e):
+                    raise ValueError(f"{int((predicted == y).sum())} of {y.shape[0]} right, but the run's "
+                                     f"metrics say {_correct(e)} of {e['n_test']}")
+                name = (lambda i: str(classes[i]) if classes is not None and 0 <= i < len(classes) else str(i))
+                for i, image in zip(index, images):
+                    mistakes.append((float(probs[i, predicted[i]]), image.astype(np.float64) / 255.0,
+                                     f"s{seed}: {name(int(y[i]))}→{name(int(predicted[i]))}"))
+                n_images += y.shape[0]
+                n_seeds += 1
+            attempt(str(npz.relative_to(root)), load)
+        if n_seeds:
+            # The most confident mistakes first: the ones a reader learns most from.
+            mistakes.sort(key=lambda t: -t[0])
+            shown = "" if len(mistakes) <= MISTAKES_SHOWN else f"; the {MISTAKES_SHOWN} most confident shown"
+            out[m] = (f"{len(mistakes)} of {n_images} test images wrong over {_count(n_seeds, 'seed')}{shown}",
+                      [(image, label) for _, image, label in mistakes])
+    return out
 
 
 def _confusion_text_section(folder: RunFolder) -> list[Any]:
