@@ -15,6 +15,7 @@ every method, each method's accuracy and the ensemble's; then means over seeds.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -44,8 +45,8 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def ensemble(run_dir: Path, methods: list[str]) -> list[dict]:
     """One row per seed that every method has: each method's accuracy and the ensemble's."""
-    seeds_of = {m: {int(p.parent.name[4:]) for p in (run_dir / "runs" / m).glob("seed*/predictions.npz")}
-                for m in methods}
+    seeds_of = {m: {int(p.parent.name[4:]) for p in (run_dir / "runs" / m).glob("seed*/predictions.npz")
+                    if re.fullmatch(r"seed\d+", p.parent.name)} for m in methods}
     for m, seeds in seeds_of.items():
         if not seeds:
             _fail(f"{run_dir / 'runs' / m}: no seed*/predictions.npz (run `mnist-ssl reproduce ... --resume` "
@@ -53,9 +54,9 @@ def ensemble(run_dir: Path, methods: list[str]) -> list[dict]:
     rows = []
     for seed in sorted(set.intersection(*seeds_of.values())):
         loaded = {m: _load(run_dir / "runs" / m / f"seed{seed}" / "predictions.npz") for m in methods}
-        y = next(iter(loaded.values()))[1]
+        first, y = loaded[methods[0]]
         for m, (probs, y_m) in loaded.items():
-            if not np.array_equal(y_m, y) or probs.shape != next(iter(loaded.values()))[0].shape:
+            if not np.array_equal(y_m, y) or probs.shape != first.shape:
                 _fail(f"seed {seed}: {m}'s test sample differs from {methods[0]}'s; not one paired job")
         mean = np.mean([probs for probs, _ in loaded.values()], axis=0)
         row = {"seed": seed, "n_test": int(y.shape[0]),

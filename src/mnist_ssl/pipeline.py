@@ -272,8 +272,12 @@ def test_stage(classifier: ViTClassifier, data: RunData) -> tuple[dict, np.ndarr
     from mnist_ssl.evaluation.metrics import classification_metrics
 
     logits = predict_logits(classifier, data.test_images)
-    probs = torch.softmax(logits.detach().float(), dim=-1).cpu().numpy().astype(np.float32)
-    return classification_metrics(logits, data.test_targets.cpu(), data.classes), probs
+    return classification_metrics(logits, data.test_targets.cpu(), data.classes), probabilities(logits)
+
+
+def probabilities(logits: torch.Tensor) -> np.ndarray:
+    """(N, K) float32 softmax of classifier logits, as predictions.npz stores them."""
+    return torch.softmax(logits.detach().float(), dim=-1).cpu().numpy().astype(np.float32)
 
 
 def save_predictions(path: Path, probs: np.ndarray, targets: torch.Tensor, images_u8: torch.Tensor) -> None:

@@ -77,13 +77,10 @@ def _tta_of_finished_run(cfg: RunConfig, run_dir: Path) -> dict | None:
 
 def _predictions_of_finished_run(cfg: RunConfig, run_dir: Path) -> None:
     """predictions.npz of a finished run, from its fine-tuned checkpoint and its seed's test sample."""
-    import torch
-
-    from mnist_ssl.pipeline import predict_logits, save_predictions
+    from mnist_ssl.pipeline import predict_logits, probabilities, save_predictions
 
     classifier, images, targets = _finished_classifier_and_test(cfg, run_dir)
-    probs = torch.softmax(predict_logits(classifier, images).detach().float(), dim=-1).numpy()
-    save_predictions(run_dir / "predictions.npz", probs, targets, images)
+    save_predictions(run_dir / "predictions.npz", probabilities(predict_logits(classifier, images)), targets, images)
 
 
 class StopFlag:
