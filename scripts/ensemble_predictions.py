@@ -78,6 +78,8 @@ def main(argv: list[str]) -> None:
         argv = argv[:i] + argv[i + 2:]
         if not out.parent.is_dir():
             _fail(f"--json {out}: folder {out.parent} does not exist")
+        if out.is_dir():
+            _fail(f"--json {out}: is a folder; give a file name")
     if not 1 <= len(argv) <= 2:
         _fail(USAGE)
     run_dir = Path(argv[0])

@@ -52,6 +52,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         ((tmp_path, "a,c"), "runs/c: no seed*/predictions.npz"),
         ((tmp_path, "a,b"), "seed 0: b's test sample differs from a's"),
         ((tmp_path, "a,b", "--json", tmp_path / "no" / "x.json"), "does not exist"),
+        ((tmp_path, "a,b", "--json", tmp_path), "is a folder"),
     ]
     (tmp_path / "runs" / "c").mkdir()
     for args, message in cases:

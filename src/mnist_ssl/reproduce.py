@@ -44,43 +44,37 @@ def _finished_run(cfg: RunConfig, run_dir: Path, out: Path) -> dict | None:
         raise ConfigError(f"--resume: {run_dir} has no readable config.json/metrics.json ({e.__class__.__name__}); "
                           "start this run again with --overwrite") from None
     refuse_other_config(normalised_config(saved), cfg.to_dict(), run_dir, "was made with")
-    # Runs that finished before a measurement existed get it now, from their checkpoint.
-    if "tta" not in metrics:
-        metrics["tta"] = _tta_of_finished_run(cfg, run_dir)
-        atomic_write_text(done, json.dumps(metrics, indent=2))
-    if not (run_dir / "predictions.npz").exists():
-        _predictions_of_finished_run(cfg, run_dir)
+    _complete_finished_run(cfg, run_dir, metrics)
     return _relative_checkpoint(metrics, run_dir, out)
 
 
-def _finished_classifier_and_test(cfg: RunConfig, run_dir: Path):
-    """A finished run's fine-tuned classifier and its seed's test sample (uint8 images, class indices)."""
+def _complete_finished_run(cfg: RunConfig, run_dir: Path, metrics: dict) -> None:
+    """A run that finished before a measurement existed gets it now, from its fine-tuned
+    checkpoint and its seed's test sample (loaded once for both): the TTA accuracy in its
+    metrics.json and its predictions.npz."""
     from mnist_ssl.data import class_index, load_splits
     from mnist_ssl.engine.checkpoint import load_classifier
-    from mnist_ssl.pipeline import setup_threads
+    from mnist_ssl.pipeline import predict_logits, probabilities, save_predictions, setup_threads, tta_stage
 
-    setup_threads(cfg.threads)
-    classifier, _ = load_classifier(run_dir / "finetuned.safetensors")
-    _, test = load_splits(cfg.data, cfg.seed)
-    classes = list(cfg.data.classes) if cfg.data.classes is not None else list(range(10))
-    return classifier, test.images, class_index(test.labels, classes)
-
-
-def _tta_of_finished_run(cfg: RunConfig, run_dir: Path) -> dict | None:
-    """The TTA accuracy of a finished run, from its fine-tuned checkpoint and its seed's test sample."""
-    from mnist_ssl.pipeline import tta_stage
-
-    if cfg.eval.tta_views == 0:
-        return None
-    return tta_stage(cfg, *_finished_classifier_and_test(cfg, run_dir))
-
-
-def _predictions_of_finished_run(cfg: RunConfig, run_dir: Path) -> None:
-    """predictions.npz of a finished run, from its fine-tuned checkpoint and its seed's test sample."""
-    from mnist_ssl.pipeline import predict_logits, probabilities, save_predictions
-
-    classifier, images, targets = _finished_classifier_and_test(cfg, run_dir)
-    save_predictions(run_dir / "predictions.npz", probabilities(predict_logits(classifier, images)), targets, images)
+    needs_tta = "tta" not in metrics
+    needs_predictions = not (run_dir / "predictions.npz").exists()
+    if not (needs_tta or needs_predictions):
+        return
+    if needs_tta and cfg.eval.tta_views == 0:  # TTA off: recorded as not measured, nothing to load
+        metrics["tta"] = None
+    if needs_predictions or "tta" not in metrics:
+        setup_threads(cfg.threads)
+        classifier, _ = load_classifier(run_dir / "finetuned.safetensors")
+        _, test = load_splits(cfg.data, cfg.seed)
+        classes = list(cfg.data.classes) if cfg.data.classes is not None else list(range(10))
+        targets = class_index(test.labels, classes)
+        if needs_predictions:
+            save_predictions(run_dir / "predictions.npz", probabilities(predict_logits(classifier, test.images)),
+                             targets, test.images)
+        if "tta" not in metrics:
+            metrics["tta"] = tta_stage(cfg, classifier, test.images, targets)
+    if needs_tta:
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
 
 
 class StopFlag:

@@ -175,6 +175,19 @@ def test_corrupt_optional_files_are_skipped_and_listed(tmp_path):
     assert re.search(r"^\| svm \| ", md, re.M)  # still known from metrics.json
 
 
+def test_predictions_whose_error_index_disagrees_are_skipped(tmp_path):
+    # error_index must name exactly the images the stored probabilities get wrong; an index past
+    # the end (a file from another sample) is a listed skip, never a traceback or a wrong label.
+    make_run_folder(tmp_path, methods=("mae",), seeds=(1,), baselines=False)  # one image wrong
+    path = tmp_path / "runs" / "mae" / "seed1" / "predictions.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(path, **{**arrays, "error_index": np.array([N_TEST + 5])})
+    md = Path(build_report(tmp_path)[0]).read_text()
+    assert "runs/mae/seed1/predictions.npz: skipped (ValueError: error_index does not list" in md
+    assert not (tmp_path / "figures" / "misclassified.png").exists()
+
+
 def test_per_run_file_disagreeing_with_metrics_json_is_flagged(tmp_path):
     make_run_folder(tmp_path, methods=("mae",), seeds=(0,), baselines=False)
     path = tmp_path / "runs" / "mae" / "seed0" / "metrics.json"

@@ -582,6 +582,8 @@ def _misclassified(folder: RunFolder, attempt: Any) -> dict[str, tuple[str, list
                 if y.shape[0] != e["n_test"] or int((predicted == y).sum()) != _correct(e):
                     raise ValueError(f"{int((predicted == y).sum())} of {y.shape[0]} right, but the run's "
                                      f"metrics say {_correct(e)} of {e['n_test']}")
+                if not np.array_equal(index, np.flatnonzero(predicted != y)):
+                    raise ValueError("error_index does not list the images its probabilities get wrong")
                 name = (lambda i: str(classes[i]) if classes is not None and 0 <= i < len(classes) else str(i))
                 for i, image in zip(index, images):
                     mistakes.append((float(probs[i, predicted[i]]), image.astype(np.float64) / 255.0,
