@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mnist_ssl.cli import main
-from reliability.helpers import run_cli
+from reliability.helpers import run_cli, saved_epoch, wait_for
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 JOB = ["--methods", "mae,supervised", "--no-report", "--epochs", "2",
@@ -92,17 +92,13 @@ def test_ctrl_c_with_jobs_keeps_state_and_resume_with_jobs_finishes_the_same(ref
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1", MPLBACKEND="Agg",
-               MNIST_SSL_TEST_STEP_DELAY="0.3")
+               MNIST_SSL_TEST_STEP_DELAY="0.5")
     proc = subprocess.Popen([sys.executable, "-m", "mnist_ssl", "reproduce", "--out", str(out), *JOB,
                              "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        log = out / "runs" / "mae" / "seed0" / "log.jsonl"
-        t0 = time.monotonic()
-        while not (log.exists() and log.read_text().strip()):  # MAE's pretraining epoch 1 is logged
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() - t0 < 300
-            time.sleep(0.02)
-        time.sleep(0.5)  # inside epoch 2 (>= 1.2 s an epoch)
+        run = out / "runs" / "mae" / "seed0"
+        # MAE's pretraining epoch 1 is committed; epoch 2 lasts >= 4 x 0.5 s, so the signal lands in it.
+        wait_for(lambda: saved_epoch(run) == ("pretrain", 1), proc, "MAE's first epoch was saved")
         proc.send_signal(signal.SIGINT)  # to the parent only, as in a terminal it reaches all: workers ignore it
         _, stderr = proc.communicate(timeout=300)
     finally:

@@ -103,16 +103,42 @@ def assert_same_job(a: Path, b: Path, methods: tuple[str, ...] = RUNS) -> None:
         assert not leftovers, f"resume files left after the run finished: {leftovers}"
 
 
-class SignalledJobs:
-    """The tiny job twice, side by side in subprocesses, each signalled in the middle of MAE's
-    pretraining epoch 2 (after its first epoch line): "kill" gets SIGKILL, "int" SIGINT (Ctrl-C).
+def saved_epoch(run_dir: Path) -> tuple[str, int] | None:
+    """(phase, epoch) of the resume state committed in ``run_dir`` (resume.json), or None.
 
-    A watcher thread does the waiting, so the jobs run while other tests do. Both stop before
-    the first figure and probe, so the subprocesses never import matplotlib or scikit-learn.
+    resume.json is written atomically (temp file + rename) and is the commit point of a save,
+    so a file that parses is a complete state.
+    """
+    try:
+        saved = json.loads((run_dir / "resume.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return saved.get("phase"), saved.get("epoch")
+
+
+def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
+    """Poll ``condition()`` until true; fail if ``proc`` ends first or ``timeout`` s pass."""
+    t0 = time.monotonic()
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the job ended ({proc.returncode}) before {what}: {proc.communicate()[1]}")
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{what} did not happen in {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+class SignalledJobs:
+    """The tiny job twice, side by side in subprocesses, each signalled in MAE's pretraining
+    epoch 2: "kill" gets SIGKILL, "int" SIGINT (Ctrl-C).
+
+    The signal goes as soon as the state of epoch 1 is committed to disk (resume.json), the
+    state the tests need; each step sleeps DELAY s, so epoch 2 (4 steps) lasts at least
+    4 x DELAY and cannot end before the signal however busy the machine is. A watcher thread
+    does the waiting, so the jobs run while other tests do. Both stop before the first figure
+    and probe, so the subprocesses never import matplotlib or scikit-learn.
     """
 
-    DELAY = 0.3  # seconds per step: an epoch of 4 steps lasts >= 1.2 s (room on a busy machine)
-    MID_EPOCH = 0.5  # seconds after an epoch's log line: inside the next epoch's second step
+    DELAY = 0.5  # seconds per step: epoch 2 lasts >= 2 s after epoch 1's state is on disk
     PLANS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
 
     def __init__(self) -> None:
@@ -123,7 +149,6 @@ class SignalledJobs:
         self.thread.start()
 
     def _watch(self) -> None:
-        seen_at: dict[str, float] = {}
         signalled: set[str] = set()
         t0 = time.monotonic()
         while len(signalled) < len(self.PLANS):
@@ -134,14 +159,11 @@ class SignalledJobs:
                 if proc.poll() is not None:
                     self.error = f"job {name} ended ({proc.returncode}) before its signal"
                     return
-                if name not in seen_at:
-                    if log_lines(self.root / name / "runs" / "mae" / "seed0"):
-                        seen_at[name] = time.monotonic()
-                elif time.monotonic() >= seen_at[name] + self.MID_EPOCH:
+                if saved_epoch(self.root / name / "runs" / "mae" / "seed0") == ("pretrain", 1):
                     proc.send_signal(sig)
                     signalled.add(name)
-            if time.monotonic() - t0 > 300:
-                self.error = "the jobs did not reach their first epoch in 300 s"
+            if time.monotonic() - t0 > 600:
+                self.error = "the jobs did not commit their first epoch in 600 s"
                 return
             time.sleep(0.02)
 
