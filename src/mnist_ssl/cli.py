@@ -217,18 +217,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from mnist_ssl.predict import predict_files
-
-    preds = predict_files(args.checkpoint, args.images, threads=args.threads or 1)
-    if args.json:
-        print(json.dumps([p.to_dict() for p in preds]))
-    else:
-        for p in preds:
-            print(f"{p.file}: {p.label} ({100 * p.probability:.1f}%)")
-    return 0
-
-
 def cmd_label_efficiency(args: argparse.Namespace) -> int:
     from mnist_ssl.label_efficiency import run_label_efficiency
 
@@ -357,14 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, any size) with a fine-tuned checkpoint",
-                       description="Each image is made MNIST-like (greyscale, a light digit on black, "
-                                   "20x20 box centred by centre of mass in 28x28), then classified.")
-    p.add_argument("--checkpoint", required=True, help="a finetuned.safetensors")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--json", action="store_true", help="print one JSON list on stdout")
-    p.add_argument("--threads", type=int, default=None)
-    p.set_defaults(func=cmd_predict)
+    from mnist_ssl import predict
+
+    predict.add_parser(sub)
 
     p = sub.add_parser("label-efficiency", help="accuracy versus labelled images per class, per method",
                        description="Pretrain each method once on every training image without labels, then "

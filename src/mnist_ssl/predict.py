@@ -135,3 +135,28 @@ def predict_files(checkpoint: str | Path, paths: list[str | Path], threads: int 
         out.append(Prediction(str(path), int(classes[i]), float(p[i]),
                               {int(c): round(float(q), 6) for c, q in zip(classes, p)}))
     return out
+
+
+# ----- the command ----------------------------------------------------------------
+def add_parser(sub) -> None:
+    """Register ``mnist-ssl predict`` on the CLI's subparsers (the parser and the command live here)."""
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, any size) with a fine-tuned checkpoint",
+                       description="Each image is made MNIST-like (greyscale, a light digit on black, "
+                                   "20x20 box centred by centre of mass in 28x28), then classified.")
+    p.add_argument("--checkpoint", required=True, help="a finetuned.safetensors")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="print one JSON list on stdout")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=command)
+
+
+def command(args) -> int:
+    import json
+
+    preds = predict_files(args.checkpoint, args.images, threads=args.threads or 1)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in preds]))
+    else:
+        for p in preds:
+            print(f"{p.file}: {p.label} ({100 * p.probability:.1f}%)")
+    return 0
