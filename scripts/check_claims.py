@@ -1,0 +1,635 @@
+"""Recompute every number of the cited results tables in README.md and docs/*.md from their files.
+
+    python scripts/check_claims.py [--root REPO] [DOC ...]
+
+DOC defaults to README.md and every docs/*.md under REPO (default: the repository this
+script lives in). Cited files are read relative to REPO, so a test can check an edited copy
+of a document against the real measurements. Prints one ``ok`` line per table checked, one
+line per wrong cell (document, line, table, row, column, expected, found), and exits 0 when
+every cell holds, 1 when one does not, 2 on bad input (a cited file missing or unreadable,
+an unknown kind, a comment that is not followed by a table), with one line on stderr.
+
+How to tie a table to its file (this is how to add one)
+--------------------------------------------------------
+Put one HTML comment right above the table (blank lines may separate them); it is
+invisible on GitHub, and the visible text near the table should name the file too:
+
+    <!-- claims: kind=reproduce file=docs/measurements/reproduce5_elastic_metrics.json -->
+    | method | fine-tune % | min | with TTA % | ... |
+
+``kind`` says how to read the file, ``file`` is the measurement (relative to the
+repository root); some kinds take more files (below). Rows are recognised by their first
+cell, columns by their header, so a new row or column of a known shape needs nothing but
+the comment. A row or column the kind does not know is an error (exit 1), never skipped in
+silence: extend ROW_ALIASES or the kind's column list below instead. A cell that is ``-``
+claims nothing and is not checked. Numbers are compared at the precision the cell shows
+(98.53 must be the two-decimal rounding of the file's mean); ``**`` is ignored.
+
+In README.md every table with a ``%`` in its header must carry a claims comment (a new
+results table without one fails); in docs/*.md only the tables that carry one are checked.
+
+Kinds
+-----
+reproduce    file = a ``mnist-ssl reproduce`` metrics.json (``runs`` and ``baselines``,
+             one entry per method and seed); optional ``ensemble=`` the JSON written by
+             ``scripts/ensemble_predictions.py --json`` for the same run folder (its
+             per-method accuracies must equal the metrics file's).
+             Rows: a method name first (``mae (zero-masking)``), ``ensemble ...``,
+             ``RBF SVM``, ``1-NN``, ``logistic regression``.
+             Columns: ``fine-tune %`` (mean ± sample std over the file's seeds; a
+             parenthesised list of as many numbers as seeds is checked seed by seed, and a
+             header ``(seeds 5, 6, 7)`` must name the file's seeds), ``min``, ``with TTA %``,
+             ``linear probe %``, ``kNN % (k=5)`` (k must match), ``source document %`` or
+             ``document %`` (the source document's figures, DOCUMENT_FIGURES), and the
+             verdict column (header with ``met?`` or ``at or above``; cells like
+             ``yes (+0.33) / yes``, ``**no (-0.47) / no (-0.13)**``,
+             ``missed by 0.34 / **met**``: plain / TTA mean against the document's figure).
+label-efficiency
+             file = a ``mnist-ssl label-efficiency`` results JSON (``rows`` and
+             ``baselines``). Rows: methods and the raw-pixel baselines. Columns ``k=N``
+             or ``all ...``: ``mean ± std (probe P)`` of the fine-tuned accuracy over the
+             seeds at that k, the probe mean in brackets; ``(3 seeds)`` in the header must
+             match the file.
+le-budget    file = the JSON of ``scripts/le_pretraining_budget.py`` (per method a default
+             and a longer pretraining, per-seed fine-tune and probe accuracies, and the
+             no-pretraining and SVM accuracies of the same seeds); optional ``extra=A,B``:
+             label-efficiency JSONs of further pretraining budgets at the same k and seeds.
+             Rows: method (first word) + the ``pretraining epochs`` cell; ``supervised``
+             and ``RBF SVM`` rows. Columns: ``pretraining epochs``, ``fine-tune %``,
+             ``probe %``, ``margin over no pretraining (per seed)`` and ``against the RBF
+             SVM (per seed)`` (mean and per-seed differences in points).
+printed-le   file = a markdown file of label-efficiency tables as the command printed them
+             (no per-row JSON kept): each cell must equal the printed ``mean ± std (probe)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The source document's accuracies (one run each; README's first table).
+DOCUMENT_FIGURES = {"mae": 99.00, "infonce": 98.67, "mae-infonce": 98.00, "videomae": 98.00}
+
+# First words of a row label that name a raw-pixel baseline or the ensemble, as the files call them.
+ROW_ALIASES = (
+    ("ensemble", "ensemble"),
+    ("rbf svm", "svm"),
+    ("1-nn", "knn"),
+    ("logistic regression", "logreg"),
+)
+
+COMMENT = re.compile(r"<!--\s*claims:(.*?)-->")
+NUMBER = r"[+-]?\d+(?:,\d{3})*(?:\.\d+)?"
+MEAN_STD = re.compile(rf"^\s*({NUMBER})(?:\s*±\s*({NUMBER}))?")
+
+
+class BadInput(Exception):
+    """A claims comment or a cited file that cannot be checked at all (exit 2)."""
+
+
+@dataclass
+class Table:
+    doc: str
+    line: int  # 1-based line of the header row
+    header: list[str]
+    rows: list[list[str]]
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return " | ".join(self.header[:3]) + (" | ..." if len(self.header) > 3 else "")
+
+
+@dataclass
+class Report:
+    errors: list[str] = field(default_factory=list)
+    cells: int = 0
+
+    def wrong(self, table: Table, row: str, column: str, expected: str, found: str) -> None:
+        self.errors.append(
+            f"{table.doc}:{table.line}: table '{table.name}', row '{row}', column '{column}': "
+            f"expected {expected}, found {found}"
+        )
+
+    def unknown(self, table: Table, what: str) -> None:
+        self.errors.append(f"{table.doc}:{table.line}: table '{table.name}': {what}")
+
+
+# --- reading documents --------------------------------------------------------------------
+
+
+def _split_row(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _is_separator(cells: list[str]) -> bool:
+    return all(re.fullmatch(r":?-{3,}:?", c) for c in cells)
+
+
+def read_tables(path: Path, doc: str) -> tuple[list[Table], list[Table]]:
+    """(tables with a claims comment, tables without one), outside fenced code blocks."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    cited: list[Table] = []
+    plain: list[Table] = []
+    pending: tuple[int, dict[str, str]] | None = None
+    in_code = False
+    i = 0
+    while i < len(lines):
+        text = lines[i]
+        if text.lstrip().startswith("```"):
+            in_code = not in_code
+            i += 1
+            continue
+        if in_code:
+            i += 1
+            continue
+        match = COMMENT.search(text)
+        if match:
+            if pending:
+                raise BadInput(f"{doc}:{pending[0]}: claims comment not followed by a table")
+            pending = (i + 1, _options(match.group(1), f"{doc}:{i + 1}"))
+            i += 1
+            continue
+        if text.lstrip().startswith("|"):
+            start = i
+            block = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                block.append(_split_row(lines[i]))
+                i += 1
+            if len(block) < 2 or not _is_separator(block[1]):
+                continue
+            table = Table(doc, start + 1, block[0], block[2:], pending[1] if pending else {})
+            (cited if pending else plain).append(table)
+            pending = None
+            continue
+        if pending and text.strip():
+            raise BadInput(f"{doc}:{pending[0]}: claims comment not followed by a table")
+        i += 1
+    if pending:
+        raise BadInput(f"{doc}:{pending[0]}: claims comment not followed by a table")
+    return cited, plain
+
+
+def _options(text: str, where: str) -> dict[str, str]:
+    options = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if not sep or not value:
+            raise BadInput(f"{where}: claims comment: expected key=value, found {token!r}")
+        options[key] = value
+    for key in ("kind", "file"):
+        if key not in options:
+            raise BadInput(f"{where}: claims comment has no {key}=")
+    return options
+
+
+def load_json(root: Path, rel: str, where: str) -> Any:
+    path = root / rel
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{where}: cited file {rel} does not exist") from None
+    except (OSError, ValueError) as err:
+        raise BadInput(f"{where}: cited file {rel} is not readable JSON ({err})") from None
+
+
+# --- reading and comparing cells ----------------------------------------------------------
+
+
+def clean(cell: str) -> str:
+    return cell.replace("**", "").replace("`", "").strip()
+
+
+def _num(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def _holds(shown: str, value: float) -> bool:
+    """Is `shown` the rounding of `value` at the precision it is written with?"""
+    return abs(_num(shown) - value) <= 0.5 * 10 ** -_decimals(shown) + 1e-9
+
+
+def _fmt(value: float, like: str, signed: bool = False) -> str:
+    d = _decimals(like)
+    return f"{value:+.{d}f}" if signed else f"{value:.{d}f}"
+
+
+def _per_seed_list(cell: str) -> list[str] | None:
+    """The numbers of a parenthesised list '(98.33, 99.00, 98.67)', or None if there is none."""
+    for group in re.findall(r"\(([^()]*)\)", cell):
+        parts = [p.strip() for p in group.split(",")]
+        if len(parts) > 1 and all(re.fullmatch(NUMBER, p) for p in parts):
+            return parts
+    return None
+
+
+def check_stat(
+    report: Report, table: Table, row: str, column: str, cell: str, values: list[float], signed: bool = False
+) -> None:
+    """A cell 'mean', 'mean ± std', optionally followed by '(v1, v2, ...)' per seed."""
+    text = clean(cell)
+    if text in ("-", ""):
+        return
+    if not values:
+        report.wrong(table, row, column, "no value (the file has none)", cell)
+        return
+    match = MEAN_STD.match(text)
+    if not match:
+        report.wrong(table, row, column, "a number", cell)
+        return
+    report.cells += 1
+    mean = statistics.fmean(values)
+    shown_mean, shown_std = match.group(1), match.group(2)
+    expected = _fmt(mean, shown_mean, signed)
+    ok = _holds(shown_mean, mean)
+    if shown_std is not None:
+        if len(values) < 2:
+            report.wrong(table, row, column, f"{expected} (one seed, no std)", cell)
+            return
+        std = statistics.stdev(values)
+        expected += f" ± {_fmt(std, shown_std)}"
+        ok = ok and _holds(shown_std, std)
+    if not ok:
+        report.wrong(table, row, column, expected, cell)
+    per_seed = _per_seed_list(text[match.end():])
+    if per_seed is not None:
+        if len(per_seed) != len(values):
+            report.wrong(table, row, column, f"{len(values)} per-seed values", f"{len(per_seed)} in {cell!r}")
+        elif not all(_holds(s, v) for s, v in zip(per_seed, values)):
+            report.wrong(table, row, column, "per seed " + ", ".join(_fmt(v, s, signed) for s, v in zip(per_seed, values)), cell)
+
+
+def row_key(label: str, methods: set[str]) -> str | None:
+    text = clean(label).lower()
+    for prefix, key in ROW_ALIASES:
+        if text.startswith(prefix):
+            return key
+    word = re.match(r"[a-z][a-z0-9-]*", text)
+    return word.group(0) if word and word.group(0) in methods else None
+
+
+def _pct(x: float) -> float:
+    return 100.0 * x
+
+
+# --- kind: reproduce ----------------------------------------------------------------------
+
+
+def check_reproduce(table: Table, root: Path, report: Report) -> None:
+    where = f"{table.doc}:{table.line}"
+    metrics = load_json(root, table.options["file"], where)
+    try:
+        seeds = list(metrics["seeds"])
+        runs, baselines = metrics["runs"], metrics.get("baselines", [])
+    except (KeyError, TypeError):
+        raise BadInput(f"{where}: {table.options['file']} is not a reproduce metrics.json") from None
+    by = {}
+    for entry in runs + baselines:
+        by.setdefault(entry["method"], {})[entry["seed"]] = entry
+    if "ensemble" in table.options:
+        by["ensemble"] = _ensemble_entries(table, root, runs)
+    methods = set(by)
+
+    for cells in table.rows:
+        label = cells[0]
+        key = row_key(label, methods)
+        if key is None:
+            report.unknown(table, f"row '{label}' names no method of {table.options['file']}"
+                                  + ("" if "ensemble" in table.options or not clean(label).lower().startswith("ensemble")
+                                     else " (no ensemble= file in the claims comment)"))
+            continue
+        entries = [by[key][s] for s in seeds if s in by[key]]
+        if len(entries) != len(seeds):
+            report.unknown(table, f"row '{label}': {key} has {len(entries)} of the file's {len(seeds)} seeds")
+            continue
+
+        def values(get: Callable[[dict], Any]) -> list[float]:
+            out = [get(e) for e in entries]
+            return [] if any(v is None for v in out) else [_pct(v) for v in out]
+
+        acc = values(lambda e: e["accuracy"])
+        tta = values(lambda e: (e.get("tta") or {}).get("accuracy"))
+        for column, cell in zip(table.header[1:], cells[1:]):
+            head = clean(column).lower()
+            text = clean(cell)
+            if head.startswith("fine-tune %"):
+                listed = re.search(r"\(seeds ([\d, ]+)\)", head)
+                if listed and [int(s) for s in listed.group(1).split(",")] != seeds:
+                    report.unknown(table, f"column '{column}' names seeds {listed.group(1)}, the file has {seeds}")
+                check_stat(report, table, label, column, cell, acc)
+            elif head == "min":
+                if text != "-":
+                    report.cells += 1
+                    if not _holds(text, min(acc)):
+                        report.wrong(table, label, column, _fmt(min(acc), text), cell)
+            elif head.startswith("with tta"):
+                check_stat(report, table, label, column, cell, tta)
+            elif head.startswith("linear probe"):
+                check_stat(report, table, label, column, cell, values(lambda e: (e.get("linear_probe") or {}).get("accuracy")))
+            elif head.startswith("knn"):
+                k = re.search(r"k=(\d+)", head)
+                ks = {(e.get("knn") or {}).get("k") for e in entries}
+                if k and text != "-" and ks != {int(k.group(1))}:
+                    report.unknown(table, f"row '{label}': column '{column}' says k={k.group(1)}, the file has k={ks}")
+                check_stat(report, table, label, column, cell, values(lambda e: (e.get("knn") or {}).get("accuracy")))
+            elif head.startswith(("source document", "document")):
+                if text != "-":
+                    report.cells += 1
+                    figure = DOCUMENT_FIGURES.get(key)
+                    if figure is None or not _holds(text, figure):
+                        report.wrong(table, label, column, "-" if figure is None else f"{figure:.2f}", cell)
+            elif "met?" in head or "at or above" in head:
+                if text != "-":
+                    _check_verdict(report, table, label, column, cell, key, acc, tta)
+            else:
+                report.unknown(table, f"column '{column}' is not one kind=reproduce knows")
+                return
+
+
+def _ensemble_entries(table: Table, root: Path, runs: list[dict]) -> dict[int, dict]:
+    where = f"{table.doc}:{table.line}"
+    data = load_json(root, table.options["ensemble"], where)
+    accuracy = {(r["method"], r["seed"]): r["accuracy"] for r in runs}
+    out = {}
+    try:
+        for seed in data["seeds"]:
+            for method, acc in seed["accuracy"].items():
+                if abs(accuracy.get((method, seed["seed"]), -1.0) - acc) > 1e-9:
+                    raise BadInput(f"{where}: {table.options['ensemble']} is not of the run in {table.options['file']} "
+                                   f"({method} seed {seed['seed']}: {acc} there)")
+            out[seed["seed"]] = {"method": "ensemble", "seed": seed["seed"], "accuracy": seed["ensemble"]}
+    except (KeyError, TypeError):
+        raise BadInput(f"{where}: {table.options['ensemble']} is not an ensemble_predictions.py JSON") from None
+    return out
+
+
+def _check_verdict(report: Report, table: Table, label: str, column: str, cell: str,
+                   key: str, acc: list[float], tta: list[float]) -> None:
+    """'yes (+0.33) / yes', 'missed by 0.47 / by 0.13', 'met / met': each part against the figure."""
+    figure = DOCUMENT_FIGURES.get(key)
+    if figure is None:
+        report.wrong(table, label, column, "- (no document figure)", cell)
+        return
+    parts = [p.strip() for p in clean(cell).split("/")]
+    last = None
+    for part, values, name in zip(parts, (acc, tta), ("plain", "TTA")):
+        word = re.match(r"(yes|met|no|missed|by)\b", part)
+        if not word or not values:
+            report.wrong(table, label, column, f"a verdict for the {name} mean", cell)
+            return
+        report.cells += 1
+        verdict = last if word.group(1) == "by" else word.group(1) in ("yes", "met")
+        last = verdict
+        mean = statistics.fmean(values)
+        diff = mean - figure
+        holds = round(mean, 2) >= figure - 1e-9
+        expected = f"{'met' if holds else 'missed'} ({diff:+.2f})"
+        if verdict != holds:
+            report.wrong(table, label, column, f"{name}: {expected}", cell)
+            continue
+        by = re.search(rf"by ({NUMBER})", part)
+        signed = re.search(r"\(([+-]\d+(?:\.\d+)?)\)", part)
+        if by and not _holds(by.group(1), -diff):
+            report.wrong(table, label, column, f"{name}: missed by {-diff:.2f}", cell)
+        if signed and not _holds(signed.group(1), diff):
+            report.wrong(table, label, column, f"{name}: {diff:+.2f}", cell)
+
+
+# --- kind: label-efficiency ---------------------------------------------------------------
+
+
+def _k_of(head: str) -> str | None:
+    head = clean(head).lower()
+    match = re.match(r"k\s*=\s*(\d+)", head)
+    if match:
+        return match.group(1)
+    return "all" if head.startswith("all") else None
+
+
+def _le_values(data: dict) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """(method, k) -> {'finetune': [...], 'probe': [...]} in %, in seed order; baselines too."""
+    out: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for row in sorted(data.get("rows", []), key=lambda r: r["seed"]):
+        slot = out.setdefault((row["method"], str(row["k"])), {"finetune": [], "probe": []})
+        slot["finetune"].append(_pct(row["finetune_accuracy"]))
+        if row.get("probe_accuracy") is not None:
+            slot["probe"].append(_pct(row["probe_accuracy"]))
+    for row in sorted(data.get("baselines", []), key=lambda r: r["seed"]):
+        out.setdefault((row["method"], str(row["k"])), {"finetune": [], "probe": []})["finetune"].append(_pct(row["accuracy"]))
+    return out
+
+
+def check_label_efficiency(table: Table, root: Path, report: Report) -> None:
+    where = f"{table.doc}:{table.line}"
+    data = load_json(root, table.options["file"], where)
+    if "rows" not in data:
+        raise BadInput(f"{where}: {table.options['file']} is not a label-efficiency results JSON")
+    values = _le_values(data)
+    methods = {m for m, _ in values}
+    for cells in table.rows:
+        label = cells[0]
+        key = row_key(label, methods)
+        if key is None:
+            report.unknown(table, f"row '{label}' names no method of {table.options['file']}")
+            continue
+        for column, cell in zip(table.header[1:], cells[1:]):
+            k = _k_of(column)
+            if k is None:
+                report.unknown(table, f"column '{column}' is not one kind=label-efficiency knows")
+                return
+            slot = values.get((key, k), {"finetune": [], "probe": []})
+            seeds = re.search(r"\((\d+) seeds?\)", column)
+            if seeds and int(seeds.group(1)) != len(slot["finetune"]) and clean(cell) != "-":
+                report.wrong(table, label, column, f"{len(slot['finetune'])} seeds", f"{seeds.group(1)} in the header")
+            _check_with_probe(report, table, label, column, cell, slot)
+
+
+def _check_with_probe(report: Report, table: Table, label: str, column: str, cell: str,
+                      slot: dict[str, list[float]]) -> None:
+    text = clean(cell)
+    check_stat(report, table, label, column, re.sub(r"\(.*\)", "", text), slot["finetune"])
+    probe = re.search(rf"\((?:probe\s+)?({NUMBER})\)", text)
+    if probe:
+        report.cells += 1
+        if not slot["probe"] or not _holds(probe.group(1), statistics.fmean(slot["probe"])):
+            expected = _fmt(statistics.fmean(slot["probe"]), probe.group(1)) if slot["probe"] else "no probe"
+            report.wrong(table, label, column, f"probe {expected}", cell)
+
+
+# --- kind: le-budget ----------------------------------------------------------------------
+
+
+def check_le_budget(table: Table, root: Path, report: Report) -> None:
+    where = f"{table.doc}:{table.line}"
+    data = load_json(root, table.options["file"], where)
+    try:
+        seeds = list(data["seeds"])
+        supervised = [_pct(v) for v in data["supervised"]]
+        svm = [_pct(v) for v in data["svm"]]
+        budgets: dict[tuple[str, int], dict[str, list[float]]] = {}
+        for method, runs in data["methods"].items():
+            for run in runs.values():
+                budgets[(method, int(run["pretrain_epochs"]))] = {
+                    "finetune": [_pct(v) for v in run["finetune"]], "probe": [_pct(v) for v in run["probe"]]}
+    except (KeyError, TypeError, ValueError):
+        raise BadInput(f"{where}: {table.options['file']} is not a le_pretraining_budget.py JSON") from None
+    k = str(data.get("k"))
+    for rel in filter(None, table.options.get("extra", "").split(",")):
+        extra = load_json(root, rel, where)
+        try:
+            for (method, row_k), slot in _le_values(extra).items():
+                if row_k == k and method in extra["pretrain"]:
+                    if sorted(r["seed"] for r in extra["rows"] if r["method"] == method) != seeds:
+                        raise BadInput(f"{where}: {rel} has other seeds than {table.options['file']}")
+                    budgets[(method, int(extra["pretrain"][method]["epochs"]))] = slot
+        except (KeyError, TypeError, ValueError):
+            raise BadInput(f"{where}: {rel} is not a label-efficiency results JSON") from None
+    methods = {m for m, _ in budgets} | {"supervised"}
+    columns = [clean(c).lower() for c in table.header]
+    for cells in table.rows:
+        label = cells[0]
+        key = row_key(label, methods)
+        if key in ("supervised", "svm"):
+            slot = {"finetune": supervised if key == "supervised" else svm, "probe": []}
+        elif key is not None and "pretraining epochs" in columns:
+            epochs = re.match(r"\d+", clean(cells[columns.index("pretraining epochs")]))
+            slot = budgets.get((key, int(epochs.group(0)))) if epochs else None
+            if slot is None:
+                report.unknown(table, f"row '{label}': no {key} run with that pretraining budget in the cited files")
+                continue
+        else:
+            report.unknown(table, f"row '{label}' names no method of the cited files")
+            continue
+        for column, cell in zip(table.header[1:], cells[1:]):
+            head = clean(column).lower()
+            if head == "pretraining epochs":
+                continue
+            if "fine-tune" in head:
+                check_stat(report, table, label, column, cell, slot["finetune"])
+            elif head.startswith("probe"):
+                check_stat(report, table, label, column, cell, slot["probe"])
+            elif head.startswith("margin over no pretraining"):
+                diff = [a - b for a, b in zip(slot["finetune"], supervised)]
+                check_stat(report, table, label, column, cell, diff, signed=True)
+            elif "svm" in head:
+                diff = [a - b for a, b in zip(slot["finetune"], svm)]
+                check_stat(report, table, label, column, cell, diff, signed=True)
+            else:
+                report.unknown(table, f"column '{column}' is not one kind=le-budget knows")
+                return
+
+
+# --- kind: printed-le ---------------------------------------------------------------------
+
+
+def check_printed_le(table: Table, root: Path, report: Report) -> None:
+    where = f"{table.doc}:{table.line}"
+    path = root / table.options["file"]
+    if not path.is_file():
+        raise BadInput(f"{where}: cited file {table.options['file']} does not exist")
+    cited, plain = read_tables(path, table.options["file"])
+    printed: dict[tuple[str, str], str] = {}
+    for source in cited + plain:
+        for cells in source.rows:
+            for column, cell in zip(source.header[1:], cells[1:]):
+                printed[(clean(cells[0]).lower(), clean(column).lower())] = cell
+    methods = {m for m, _ in printed}
+    for cells in table.rows:
+        label = cells[0]
+        key = row_key(label, methods)
+        if key is None:
+            report.unknown(table, f"row '{label}' is not in {table.options['file']}")
+            continue
+        for column, cell in zip(table.header[1:], cells[1:]):
+            k = _k_of(column)
+            source = printed.get((key, f"k={k}")) if k else None
+            if source is None:
+                report.unknown(table, f"row '{label}', column '{column}': not in {table.options['file']}")
+                continue
+            report.cells += 1
+            want = re.match(rf"({NUMBER})(?: ± ({NUMBER}))? \(({NUMBER})\)(?: n=(\d+))?", clean(source))
+            have = re.match(rf"({NUMBER})(?: ± ({NUMBER}))?(?: \((?:probe )?({NUMBER})\))?", clean(cell))
+            if not want or not have:
+                report.wrong(table, label, column, clean(source), cell)
+                continue
+            n = int(want.group(4) or 1)
+            if have.group(1) != want.group(1) or (have.group(3) and have.group(3) != want.group(3)) or (
+                have.group(2) is not None and (n < 2 or have.group(2) != want.group(2))
+            ):
+                expected = want.group(1) + (f" ± {want.group(2)}" if n > 1 else "") + f" ({want.group(3)})"
+                report.wrong(table, label, column, expected, cell)
+
+
+KINDS: dict[str, Callable[[Table, Path, Report], None]] = {
+    "reproduce": check_reproduce,
+    "label-efficiency": check_label_efficiency,
+    "le-budget": check_le_budget,
+    "printed-le": check_printed_le,
+}
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def check(root: Path, docs: list[Path]) -> tuple[Report, list[str]]:
+    report = Report()
+    done = []
+    for path in docs:
+        doc = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        cited, plain = read_tables(path, doc)
+        if path.name == "README.md":
+            for table in plain:
+                if any("%" in h for h in table.header):
+                    report.unknown(table, "a results table without a claims comment (see scripts/check_claims.py)")
+        for table in cited:
+            kind = table.options["kind"]
+            if kind not in KINDS:
+                raise BadInput(f"{doc}:{table.line}: unknown claims kind {kind!r} (known: {', '.join(KINDS)})")
+            before_errors, before_cells = len(report.errors), report.cells
+            KINDS[kind](table, root, report)
+            if len(report.errors) == before_errors:
+                done.append(f"ok {doc}:{table.line} ({kind}, {table.options['file']}): "
+                            f"{len(table.rows)} rows, {report.cells - before_cells} numbers")
+    return report, done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=REPO, help="repository root the cited files are read from")
+    parser.add_argument("docs", nargs="*", type=Path, help="documents to check (default: README.md, docs/*.md)")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    docs = [p.resolve() for p in args.docs] or [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    try:
+        for path in docs:
+            if not path.is_file():
+                raise BadInput(f"{path}: no such document")
+        report, done = check(root, docs)
+    except BadInput as err:
+        print(err, file=sys.stderr)
+        return 2
+    for line in done:
+        print(line)
+    for line in report.errors:
+        print(line)
+    if report.errors:
+        print(f"{len(report.errors)} claim(s) do not match their files", file=sys.stderr)
+        return 1
+    print(f"{len(done)} tables, {report.cells} numbers: every one matches its file")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
