@@ -27,3 +27,8 @@ class DownloadError(MnistSSLError):
 
 class TrainingDiverged(MnistSSLError):
     """A loss became NaN or infinite; training stopped before writing bad weights."""
+
+
+class WriteFailed(MnistSSLError):
+    """A file could not be written (disk full, read-only or forbidden folder); the previous
+    version of the file, if there was one, is unchanged and no temporary file is left."""

@@ -182,3 +182,19 @@ class SignalledJobs:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def tiny_state(value: float):
+    """A TrainState of a 3->2 linear layer whose weights all equal ``value`` (epoch 1 of 2)."""
+    import torch
+
+    from mnist_ssl.engine.loop import TrainState
+    from mnist_ssl.engine.optim import make_optimizer, make_schedule
+    from mnist_ssl.config import OptimConfig
+
+    module = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        module.weight.fill_(value)
+    cfg = OptimConfig(epochs=2, batch_size=4)
+    opt = make_optimizer(module, cfg, torch.device("cpu"))
+    return TrainState("pretrain", module, opt, make_schedule(opt, cfg, 1), 2, 1, epoch=1, step=1)

@@ -15,7 +15,7 @@ from mnist_ssl.engine.resume import (JSON_NAME, NEXT_NAME, TENSORS_NAME, load_tr
                                      save_train_state)
 from mnist_ssl.reproduce import StopFlag
 
-from .helpers import JOB, assert_same_job, job, log_lines, one_line_error, run_cli
+from .helpers import JOB, assert_same_job, job, log_lines, one_line_error, run_cli, tiny_state
 
 # signalled_jobs (conftest.py): two tiny jobs in subprocesses, started when the session starts,
 # each signalled in the middle of MAE's pretraining epoch 2.
@@ -112,23 +112,10 @@ def test_finished_runs_are_skipped_on_resume(reference, tmp_path, capsys):
 
 
 # ----- the resume files themselves ---------------------------------------------
-def _tiny_state(value: float):
-    from mnist_ssl.engine.loop import TrainState
-    from mnist_ssl.engine.optim import make_optimizer, make_schedule
-    from mnist_ssl.config import OptimConfig
-
-    module = torch.nn.Linear(3, 2)
-    with torch.no_grad():
-        module.weight.fill_(value)
-    cfg = OptimConfig(epochs=2, batch_size=4)
-    opt = make_optimizer(module, cfg, torch.device("cpu"))
-    return TrainState("pretrain", module, opt, make_schedule(opt, cfg, 1), 2, 1, epoch=1, step=1)
-
-
 def test_a_save_cut_between_its_renames_still_loads(tmp_path):
-    save_train_state(tmp_path, _tiny_state(1.0), run_config={}, log_lines=[])
+    save_train_state(tmp_path, tiny_state(1.0), run_config={}, log_lines=[])
     old_tensors = (tmp_path / TENSORS_NAME).read_bytes()
-    save_train_state(tmp_path, _tiny_state(2.0), run_config={}, log_lines=[])
+    save_train_state(tmp_path, tiny_state(2.0), run_config={}, log_lines=[])
     # Cut after the new JSON, before the new tensors were renamed over the old ones.
     (tmp_path / TENSORS_NAME).rename(tmp_path / NEXT_NAME)
     (tmp_path / TENSORS_NAME).write_bytes(old_tensors)
@@ -136,9 +123,9 @@ def test_a_save_cut_between_its_renames_still_loads(tmp_path):
 
 
 def test_a_save_cut_before_its_json_keeps_the_previous_epoch(tmp_path):
-    save_train_state(tmp_path, _tiny_state(1.0), run_config={}, log_lines=[])
+    save_train_state(tmp_path, tiny_state(1.0), run_config={}, log_lines=[])
     newer = tmp_path / "newer"
-    save_train_state(newer, _tiny_state(2.0), run_config={}, log_lines=[])
+    save_train_state(newer, tiny_state(2.0), run_config={}, log_lines=[])
     # Cut after the new tensors were written (as NEXT), before the new JSON.
     (tmp_path / NEXT_NAME).write_bytes((newer / TENSORS_NAME).read_bytes())
     assert load_train_state(tmp_path)["tensors"]["module.weight"].eq(1.0).all()
@@ -147,7 +134,7 @@ def test_a_save_cut_before_its_json_keeps_the_previous_epoch(tmp_path):
 def test_a_corrupted_resume_state_is_refused(tmp_path):
     from mnist_ssl.errors import CheckpointError
 
-    save_train_state(tmp_path, _tiny_state(1.0), run_config={}, log_lines=[])
+    save_train_state(tmp_path, tiny_state(1.0), run_config={}, log_lines=[])
     data = (tmp_path / TENSORS_NAME).read_bytes()
     (tmp_path / TENSORS_NAME).write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="does not match the hash"):
@@ -162,7 +149,7 @@ def test_rng_states_round_trip(tmp_path):
     from mnist_ssl.engine.resume import set_rng_state
 
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    save_train_state(tmp_path, _tiny_state(1.0), run_config={}, log_lines=[])
+    save_train_state(tmp_path, tiny_state(1.0), run_config={}, log_lines=[])
     expected = (random.random(), np.random.rand(), torch.rand(3))
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     saved = load_train_state(tmp_path)

@@ -4,7 +4,8 @@
 kind of model, its :class:`ModelConfig`, the classes it predicts, the method,
 and the SHA-256 of the weights file (so a truncated or swapped file is caught
 before it is parsed). Both are written to a temporary file in the same folder,
-fsynced, then renamed into place.
+fsynced, then renamed into place; both temporary files are written before
+either is renamed, so a full disk leaves the previous pair as it was.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from mnist_ssl.config import ModelConfig, from_dict
 from mnist_ssl.errors import CheckpointError, ConfigError
-from mnist_ssl.fileio import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from mnist_ssl.fileio import atomic_write_bytes, atomic_write_files, atomic_write_text  # noqa: F401  (re-exported)
 
 FORMAT = "mnist-ssl/checkpoint/v1"
 # torch.save / pickle files: refused by name before anything is read.
@@ -48,8 +49,7 @@ def save_checkpoint(path: str | Path, module: nn.Module, *, kind: str, model: Mo
     blob = save(tensors)
     meta = {"format": FORMAT, "kind": kind, "model": _asdict(model),
             "sha256": hashlib.sha256(blob).hexdigest(), **(extra or {})}
-    atomic_write_bytes(weights_path, blob)
-    atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+    atomic_write_files({weights_path: blob, meta_path: json.dumps(meta, indent=2, sort_keys=True).encode()})
     return weights_path
 
 

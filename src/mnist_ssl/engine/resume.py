@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from mnist_ssl.engine.checkpoint import atomic_write_bytes, atomic_write_text, load_into
-from mnist_ssl.errors import CheckpointError, ConfigError, TrainingDiverged
+from mnist_ssl.errors import CheckpointError, ConfigError, TrainingDiverged, WriteFailed
+from mnist_ssl.fileio import write_failed
 
 FORMAT = "mnist-ssl/resume/v1"
 JSON_NAME = "resume.json"
@@ -132,8 +133,16 @@ def save_train_state(run_dir: str | Path, state, *, run_config: dict, log_lines:
             "log": log_lines, "run_config": run_config, "sha256": hashlib.sha256(blob).hexdigest(), **parts}
     text = json.dumps(meta, indent=1, sort_keys=True)
     atomic_write_bytes(run_dir / NEXT_NAME, blob)
-    atomic_write_text(run_dir / JSON_NAME, text)
-    (run_dir / NEXT_NAME).replace(run_dir / TENSORS_NAME)
+    try:
+        atomic_write_text(run_dir / JSON_NAME, text)
+    except WriteFailed:
+        # The previous JSON still names the previous tensors: that epoch stays the resumable state.
+        (run_dir / NEXT_NAME).unlink(missing_ok=True)
+        raise
+    try:
+        (run_dir / NEXT_NAME).replace(run_dir / TENSORS_NAME)
+    except OSError as e:  # the new JSON already matches NEXT, which load_train_state reads
+        raise write_failed(run_dir / TENSORS_NAME, e) from None
     return run_dir / TENSORS_NAME
 
 
