@@ -1,3 +1,19 @@
-"""mnist-ssl: self-supervised Vision Transformers on MNIST-family images."""
+"""mnist-ssl: self-supervised Vision Transformers on MNIST-family images.
+
+The Python API (:mod:`mnist_ssl.api`): ``load_encoder``, ``load_classifier``,
+``features``, ``predict``, ``predict_proba``. They are imported on first use,
+so ``import mnist_ssl`` stays cheap (no torch) for the CLI and its tools.
+"""
 
 __version__ = "0.1.0"
+
+_API = ("load_encoder", "load_classifier", "features", "predict", "predict_proba")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from mnist_ssl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mnist_ssl' has no attribute {name!r}")
