@@ -17,7 +17,15 @@ from torch import nn
 
 from mnist_ssl.evaluation.metrics import accuracy
 
-__all__ = ["extract_features", "linear_probe", "knn_predict", "knn_eval"]
+__all__ = ["extract_features", "linear_probe", "linear_probe_cv", "knn_predict", "knn_eval",
+           "knn_weighted_predict", "knn_weighted_eval"]
+
+# The field's kNN protocol (Wu et al. 2018, as DINO and solo-learn run it): 20 neighbours,
+# each voting with weight exp(cosine / 0.07).
+WEIGHTED_KNN_K = 20
+WEIGHTED_KNN_TEMPERATURE = 0.07
+# Inverse L2 strengths the cross-validated probe chooses from (log-spaced, 1e-3 .. 1e2).
+PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 
 
 def _np(x: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -72,10 +80,7 @@ def linear_probe(train_x: Any, train_y: Any, test_x: Any, test_y: Any, C: float 
 
     xtr, xte = _np(train_x), _np(test_x)
     ytr, yte = _np(train_y, np.int64), _np(test_y, np.int64)
-    mean = xtr.mean(axis=0)
-    std = xtr.std(axis=0)
-    std[std < 1e-12] = 1.0
-    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    xtr, xte = _standardise(xtr, xte)
     clf = LogisticRegression(max_iter=2000, C=C)
     clf.fit(xtr, ytr)
     return {
@@ -84,6 +89,65 @@ def linear_probe(train_x: Any, train_y: Any, test_x: Any, test_y: Any, C: float 
         "n_train": int(ytr.size),
         "n_test": int(yte.size),
         "C": float(C),
+    }
+
+
+def _standardise(xtr: np.ndarray, xte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets scaled with the training mean and std (constant features keep scale 1)."""
+    mean = xtr.mean(axis=0)
+    std = xtr.std(axis=0)
+    std[std < 1e-12] = 1.0
+    return (xtr - mean) / std, (xte - mean) / std
+
+
+def linear_probe_cv(train_x: Any, train_y: Any, test_x: Any, test_y: Any, Cs: tuple[float, ...] = PROBE_CS,
+                    folds: int = 5, seed: int = 0, default_C: float = 1.0) -> dict:
+    """Logistic regression on standardised frozen features, its C chosen on the labelled set only.
+
+    Features are standardised with the training mean and std (as :func:`linear_probe`). C
+    is the value of ``Cs`` with the best mean accuracy over a stratified ``folds``-fold
+    cross-validation of the *training* rows (shuffled with ``seed``; the smaller C on a
+    tie); the probe is then refitted on every training row with it. The test rows are
+    used only for the reported accuracy. With fewer than two training rows in some class
+    there is no stratified split: C is ``default_C`` and ``C_chosen_by`` says so. Folds
+    are capped by the smallest class count.
+
+    Returns ``{"accuracy", "train_accuracy", "n_train", "n_test", "C", "C_chosen_by",
+    "cv_accuracy", "folds", "Cs"}`` (``cv_accuracy``, ``folds``: None without cross-validation).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    xtr, xte = _standardise(_np(train_x), _np(test_x))
+    ytr, yte = _np(train_y, np.int64), _np(test_y, np.int64)
+    if not Cs or any(not c > 0 for c in Cs):
+        raise ValueError(f"Cs={Cs} must be positive numbers")
+    n_folds = min(folds, int(np.bincount(np.unique(ytr, return_inverse=True)[1]).min()))
+    cv_accuracy = None
+    if n_folds >= 2:
+        splits = list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(xtr, ytr))
+        scores = []
+        for c in Cs:
+            correct = 0
+            for fit_idx, val_idx in splits:
+                clf = LogisticRegression(max_iter=2000, C=c).fit(xtr[fit_idx], ytr[fit_idx])
+                correct += int((clf.predict(xtr[val_idx]) == ytr[val_idx]).sum())
+            scores.append(correct / ytr.size)
+        best = int(np.argmax(scores))  # first maximum: Cs ascending -> the stronger regularisation
+        C, chosen_by, cv_accuracy = float(Cs[best]), f"{n_folds}-fold cross-validation on the training rows", scores[best]
+    else:
+        C, chosen_by, n_folds = float(default_C), "default (a class has fewer than 2 training rows)", None
+    clf = LogisticRegression(max_iter=2000, C=C).fit(xtr, ytr)
+    return {
+        "accuracy": accuracy(clf.predict(xte), yte),
+        "train_accuracy": accuracy(clf.predict(xtr), ytr),
+        "n_train": int(ytr.size),
+        "n_test": int(yte.size),
+        "C": C,
+        "C_chosen_by": chosen_by,
+        "cv_accuracy": None if cv_accuracy is None else float(cv_accuracy),
+        "folds": n_folds,
+        "Cs": [float(c) for c in Cs],
     }
 
 
@@ -136,3 +200,47 @@ def knn_eval(train_x: Any, train_y: Any, test_x: Any, test_y: Any, k: int = 5) -
     pred = knn_predict(train_x, train_y, test_x, k=k)
     yte = _np(test_y, np.int64)
     return {"accuracy": accuracy(pred, yte), "k": int(k), "n_test": int(yte.size)}
+
+
+def knn_weighted_predict(train_x: Any, train_y: Any, test_x: Any, k: int = WEIGHTED_KNN_K,
+                         temperature: float = WEIGHTED_KNN_TEMPERATURE, chunk: int = 512) -> np.ndarray:
+    """Weighted cosine kNN, the field's protocol (DINO's ``knn_classifier``, solo-learn's WeightedKNN).
+
+    The k most similar training rows (cosine; the lower training index wins a tie at the
+    k-th place) each add exp(similarity / temperature) to their class's score; the class
+    with the largest score wins, the smaller label on an exact tie. ``k`` larger than the
+    number of training rows uses every row (few-label budgets). Returns (M,) labels.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    xtr, xte = _np(train_x), _np(test_x)
+    ytr = _np(train_y, np.int64)
+    if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
+        raise ValueError(f"knn needs (N, D) and (M, D) features, got {xtr.shape} and {xte.shape}")
+    k = min(k, xtr.shape[0])
+    labels, ytr_idx = np.unique(ytr, return_inverse=True)
+    xtr = xtr / np.maximum(np.linalg.norm(xtr, axis=1, keepdims=True), 1e-12)
+    xte = xte / np.maximum(np.linalg.norm(xte, axis=1, keepdims=True), 1e-12)
+    out = np.empty(xte.shape[0], dtype=np.int64)
+    for s in range(0, xte.shape[0], chunk):
+        sim = xte[s : s + chunk] @ xtr.T
+        nn_idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        # exp((sim - 1) / T): the same ranking of classes as exp(sim / T), without overflow
+        weights = np.exp((np.take_along_axis(sim, nn_idx, axis=1) - 1.0) / temperature)
+        m = nn_idx.shape[0]
+        scores = np.zeros((m, labels.size))
+        np.add.at(scores, (np.repeat(np.arange(m), k), ytr_idx[nn_idx].ravel()), weights.ravel())
+        out[s : s + m] = np.argmax(scores, axis=1)
+    return labels[out]
+
+
+def knn_weighted_eval(train_x: Any, train_y: Any, test_x: Any, test_y: Any, k: int = WEIGHTED_KNN_K,
+                      temperature: float = WEIGHTED_KNN_TEMPERATURE) -> dict:
+    """Accuracy of :func:`knn_weighted_predict`: ``{"accuracy", "k", "temperature", "n_test"}``,
+    ``k`` the number of neighbours actually used (at most the training rows)."""
+    pred = knn_weighted_predict(train_x, train_y, test_x, k=k, temperature=temperature)
+    yte = _np(test_y, np.int64)
+    return {"accuracy": accuracy(pred, yte), "k": int(min(k, _np(train_y).size)),
+            "temperature": float(temperature), "n_test": int(yte.size)}
