@@ -240,8 +240,8 @@ def check_stat(
 ) -> None:
     """A cell 'mean', 'mean ± std', optionally followed by '(v1, v2, ...)' per seed."""
     text = clean(cell)
-    if text in ("-", ""):
-        return
+    if text in ("-", "") or not re.search(r"\d", text):
+        return  # no number, no claim: '(same encoders)'
     if not values:
         report.wrong(table, row, column, "no value (the file has none)", cell)
         return
@@ -287,28 +287,50 @@ def _pct(x: float) -> float:
 # --- kind: reproduce ----------------------------------------------------------------------
 
 
+def _reproduce_file(root: Path, rel: str, where: str) -> tuple[list[int], dict[str, dict[int, dict]]]:
+    """(seeds, method -> seed -> entry) of a reproduce metrics.json (runs and baselines)."""
+    metrics = load_json(root, rel, where)
+    try:
+        entries = list(metrics["runs"]) + list(metrics.get("baselines", []))
+        by: dict[str, dict[int, dict]] = {}
+        for entry in entries:
+            by.setdefault(entry["method"], {})[entry["seed"]] = entry
+        seeds = list(metrics.get("seeds") or sorted({e["seed"] for e in entries}))
+    except (KeyError, TypeError):
+        raise BadInput(f"{where}: {rel} is not a reproduce metrics.json") from None
+    return seeds, by
+
+
+def _row_files(table: Table) -> list[tuple[str, str]]:
+    """(text, file) of the file[TEXT]=... options, in the order written; '_' in TEXT is a space."""
+    out = []
+    for key, value in table.options.items():
+        match = re.fullmatch(r"file\[(.+)\]", key)
+        if match:
+            out.append((match.group(1).replace("_", " ").lower(), value))
+    return out
+
+
+def unchecked_columns(table: Table) -> list[str]:
+    return [c.replace("_", " ").lower() for c in table.options.get("unchecked", "").split(",") if c]
+
+
 def check_reproduce(table: Table, root: Path, report: Report) -> None:
     where = f"{table.doc}:{table.line}"
-    metrics = load_json(root, table.options["file"], where)
-    try:
-        seeds = list(metrics["seeds"])
-        runs, baselines = metrics["runs"], metrics.get("baselines", [])
-    except (KeyError, TypeError):
-        raise BadInput(f"{where}: {table.options['file']} is not a reproduce metrics.json") from None
-    by = {}
-    for entry in runs + baselines:
-        by.setdefault(entry["method"], {})[entry["seed"]] = entry
+    files = {rel: _reproduce_file(root, rel, where) for rel in [table.options["file"], *dict(_row_files(table)).values()]}
     if "ensemble" in table.options:
-        by["ensemble"] = _ensemble_entries(table, root, runs)
-    methods = set(by)
+        seeds, by = files[table.options["file"]]
+        by["ensemble"] = _ensemble_entries(table, root, by)
+    unchecked = unchecked_columns(table)
 
     for cells in table.rows:
         label = cells[0]
-        key = row_key(label, methods)
-        if key is None:
-            report.unknown(table, f"row '{label}' names no method of {table.options['file']}"
-                                  + ("" if "ensemble" in table.options or not clean(label).lower().startswith("ensemble")
-                                     else " (no ensemble= file in the claims comment)"))
+        rel = next((f for text, f in _row_files(table) if text in clean(label).lower()), table.options["file"])
+        seeds, by = files[rel]
+        key = row_key(label, set(by)) or table.options.get("method")
+        if key is None or key not in by:
+            hint = " (no ensemble= file in the claims comment)" if clean(label).lower().startswith("ensemble") else ""
+            report.unknown(table, f"row '{label}' names no method of {rel}{hint}")
             continue
         entries = [by[key][s] for s in seeds if s in by[key]]
         if len(entries) != len(seeds):
@@ -324,11 +346,19 @@ def check_reproduce(table: Table, root: Path, report: Report) -> None:
         for column, cell in zip(table.header[1:], cells[1:]):
             head = clean(column).lower()
             text = clean(cell)
+            if any(head.startswith(u) for u in unchecked):
+                continue
             if head.startswith("fine-tune %"):
                 listed = re.search(r"\(seeds ([\d, ]+)\)", head)
                 if listed and [int(s) for s in listed.group(1).split(",")] != seeds:
                     report.unknown(table, f"column '{column}' names seeds {listed.group(1)}, the file has {seeds}")
                 check_stat(report, table, label, column, cell, acc)
+            elif head == "per seed":
+                shown = [p.strip() for p in text.split(",")]
+                if text != "-":
+                    report.cells += 1
+                    if len(shown) != len(acc) or not all(re.fullmatch(NUMBER, s) and _holds(s, v) for s, v in zip(shown, acc)):
+                        report.wrong(table, label, column, ", ".join(f"{v:.2f}" for v in acc), cell)
             elif head == "min":
                 if text != "-":
                     report.cells += 1
@@ -358,10 +388,10 @@ def check_reproduce(table: Table, root: Path, report: Report) -> None:
                 return
 
 
-def _ensemble_entries(table: Table, root: Path, runs: list[dict]) -> dict[int, dict]:
+def _ensemble_entries(table: Table, root: Path, by: dict[str, dict[int, dict]]) -> dict[int, dict]:
     where = f"{table.doc}:{table.line}"
     data = load_json(root, table.options["ensemble"], where)
-    accuracy = {(r["method"], r["seed"]): r["accuracy"] for r in runs}
+    accuracy = {(m, s): e["accuracy"] for m, seeds in by.items() for s, e in seeds.items()}
     out = {}
     try:
         for seed in data["seeds"]:
@@ -572,11 +602,83 @@ def check_printed_le(table: Table, root: Path, report: Report) -> None:
                 report.wrong(table, label, column, expected, cell)
 
 
+# --- kind: knobs --------------------------------------------------------------------------
+
+
+def _snap(values: list[float], n_test: int | None) -> list[float]:
+    """Per-seed accuracies stored rounded to 0.01 %: back to the exact correct/n_test they round."""
+    if not n_test:
+        return values
+    return [100.0 * round(v * n_test / 100.0) / n_test for v in values]
+
+
+def check_knobs(table: Table, root: Path, report: Report) -> None:
+    where = f"{table.doc}:{table.line}"
+    data = load_json(root, table.options["file"], where)
+    n_test = int(table.options["n_test"]) if "n_test" in table.options else None
+    method = table.options.get("method")
+    try:
+        configs: dict[frozenset, dict[str, dict[str, list[float]]]] = {}
+        for config in data["configs"].values():
+            results = config["results"]
+            if "accuracy" in results:  # one method's results, named by method=
+                results = {method: results}
+            configs[frozenset(config["set"])] = {
+                m: {"accuracy": _snap(r["accuracy"], n_test), "tta": _snap(r.get("tta") or [], n_test)}
+                for m, r in results.items()}
+    except (KeyError, TypeError, AttributeError):
+        raise BadInput(f"{where}: {table.options['file']} is not a knobs JSON (configs: set, results)") from None
+    if "defaults" in table.options and frozenset() not in configs:
+        _, by = _reproduce_file(root, table.options["defaults"], where)
+        configs[frozenset()] = {
+            m: {"accuracy": [_pct(e["accuracy"]) for _, e in sorted(seeds.items())],
+                "tta": [_pct(e["tta"]["accuracy"]) for _, e in sorted(seeds.items()) if e.get("tta")]}
+            for m, seeds in by.items()}
+    unchecked = unchecked_columns(table)
+    for cells in table.rows:
+        label = cells[0]
+        settings = frozenset(re.findall(r"`([^`=]+=[^`]+)`", label))
+        results = configs.get(settings)
+        if results is None:
+            report.unknown(table, f"row '{label}': no configuration with exactly these settings in {table.options['file']}"
+                                  + (" (name them in backticks)" if not settings else ""))
+            continue
+        for column, cell in zip(table.header[1:], cells[1:]):
+            head = clean(column).lower()
+            if any(head.startswith(u) for u in unchecked):
+                continue
+            who, what = _knob_column(head, method)
+            if who is None:
+                report.unknown(table, f"column '{column}' is not one kind=knobs knows")
+                return
+            slot = results.get(who)
+            if slot is None:
+                report.wrong(table, label, column, f"no {who} results", cell)
+            elif what == "per seed":
+                shown = [p.strip() for p in clean(cell).split(",")]
+                report.cells += 1
+                if len(shown) != len(slot["accuracy"]) or not all(_holds(s, v) for s, v in zip(shown, slot["accuracy"])):
+                    report.wrong(table, label, column, ", ".join(f"{v:.2f}" for v in slot["accuracy"]), cell)
+            else:
+                check_stat(report, table, label, column, cell, slot[what])
+
+
+def _knob_column(head: str, method: str | None) -> tuple[str | None, str]:
+    """('mae', 'tta') for 'MAE with TTA %'; (method=, 'accuracy') for 'fine-tune %'."""
+    for suffix, what in (("with tta %", "tta"), ("fine-tune %", "accuracy"), ("per seed", "per seed"), ("%", "accuracy")):
+        if head == suffix:
+            return method, what
+        if head.endswith(" " + suffix):
+            return head[: -len(suffix) - 1].strip(), what
+    return None, ""
+
+
 KINDS: dict[str, Callable[[Table, Path, Report], None]] = {
     "reproduce": check_reproduce,
     "label-efficiency": check_label_efficiency,
     "le-budget": check_le_budget,
     "printed-le": check_printed_le,
+    "knobs": check_knobs,
 }
 
 
@@ -601,7 +703,8 @@ def check(root: Path, docs: list[Path]) -> tuple[Report, list[str]]:
             KINDS[kind](table, root, report)
             if len(report.errors) == before_errors:
                 done.append(f"ok {doc}:{table.line} ({kind}, {table.options['file']}): "
-                            f"{len(table.rows)} rows, {report.cells - before_cells} numbers")
+                            f"{len(table.rows)} rows, {report.cells - before_cells} numbers"
+                            + "".join(f"; column '{c}' not checked" for c in unchecked_columns(table)))
     return report, done
 
 
