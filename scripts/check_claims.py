@@ -20,7 +20,12 @@ invisible on GitHub, and the visible text near the table should name the file to
 ``kind`` says how to read the file, ``file`` is the measurement (relative to the
 repository root); some kinds take more files (below). Rows are recognised by their first
 cell, columns by their header, so a new row or column of a known shape needs nothing but
-the comment. A row or column the kind does not know is an error (exit 1), never skipped in
+the comment. Options every kind that reads reproduce metrics takes:
+``file[TEXT]=PATH`` (rows whose first cell contains TEXT, ``_`` for a space, read PATH
+instead; the first match in the comment wins), ``method=M`` (rows whose first cell names
+no method are method M), ``unchecked=COLUMN[,COLUMN]`` (header prefixes, ``_`` for a space,
+of columns the file cannot check, such as wall times quoted from other logs; the ``ok``
+line names them, so a reader sees what is not checked). A row or column the kind does not know is an error (exit 1), never skipped in
 silence: extend ROW_ALIASES or the kind's column list below instead. A cell that is ``-``
 claims nothing and is not checked. Numbers are compared at the precision the cell shows
 (98.53 must be the two-decimal rounding of the file's mean); ``**`` is ignored.
@@ -58,6 +63,20 @@ le-budget    file = the JSON of ``scripts/le_pretraining_budget.py`` (per method
              and ``RBF SVM`` rows. Columns: ``pretraining epochs``, ``fine-tune %``,
              ``probe %``, ``margin over no pretraining (per seed)`` and ``against the RBF
              SVM (per seed)`` (mean and per-seed differences in points).
+knobs        file = a JSON of one-change-at-a-time runs (``configs``: name -> ``set``, the
+             ``--set`` items, and ``results``: per method ``accuracy`` and ``tta`` per seed, or
+             one method's, named by ``method=``); ``n_test=300`` snaps values stored at
+             0.01 % back to correct/300; ``defaults=`` a reproduce metrics.json for the row
+             without changes when the file has none. Rows: the ``key=value`` settings in
+             backticks in the first cell (none: the defaults). Columns: ``MAE %``,
+             ``supervised with TTA %``, ``fine-tune %`` and ``with TTA %`` (of ``method=``),
+             ``per seed``.
+paired       base = the runs without a change, file = with it (reproduce metrics.json);
+             ``base2=``/``file2=`` a second pair (comma-separated lists: each row takes the
+             first file that has its method). Columns ``... A → B`` (the two means,
+             optionally ``5-9:`` naming the seeds) and ``paired (w/t/l)`` after each
+             (``+0.67 (5/0/0)``: mean difference and wins/ties/losses over the seeds both
+             sides have).
 printed-le   file = a markdown file of label-efficiency tables as the command printed them
              (no per-row JSON kept): each cell must equal the printed ``mean ± std (probe)``.
 """
@@ -673,12 +692,92 @@ def _knob_column(head: str, method: str | None) -> tuple[str | None, str]:
     return None, ""
 
 
+# --- kind: paired -------------------------------------------------------------------------
+
+
+def check_paired(table: Table, root: Path, report: Report) -> None:
+    """Columns 'A → B' (means without and with a change) and 'paired (w/t/l)' after each."""
+    where = f"{table.doc}:{table.line}"
+
+    def load(option: str) -> list[tuple[str, list[int], dict[str, dict[int, dict]]]]:
+        return [(rel, *_reproduce_file(root, rel, where)) for rel in table.options.get(option, "").split(",") if rel]
+
+    pairs = [(load("base"), load("file")), (load("base2"), load("file2"))]
+    if not pairs[0][0]:
+        raise BadInput(f"{where}: kind=paired needs base= (the runs without the change) beside file= (with it)")
+    for cells in table.rows:
+        label = cells[0]
+        key = row_key(label, {m for _, _, by in pairs[0][1] for m in by})
+        if key is None:
+            report.unknown(table, f"row '{label}' names no method of {table.options['file']}")
+            continue
+        pair_index, diffs = -1, None
+        for column, cell in zip(table.header[1:], cells[1:]):
+            head, text = clean(column).lower(), clean(cell)
+            if "→" in head:
+                pair_index += 1
+                diffs = None
+                if text == "-":
+                    continue
+                if pair_index >= len(pairs):
+                    report.unknown(table, f"column '{column}': no base{pair_index + 1}=/file{pair_index + 1}= for it")
+                    return
+                sides = []
+                for files in pairs[pair_index]:
+                    found = [(rel, seeds, by[key]) for rel, seeds, by in files if key in by]
+                    if not found:
+                        report.unknown(table, f"row '{label}', column '{column}': no {key} runs in the cited files")
+                        break
+                    rel, seeds, runs = found[0]
+                    sides.append({s: _pct(runs[s]["accuracy"]) for s in seeds if s in runs})
+                else:
+                    seeds = sorted(set(sides[0]) & set(sides[1]))
+                    diffs = [sides[1][s] - sides[0][s] for s in seeds]
+                    _check_arrow(report, table, label, column, text, seeds, [sides[0][s] for s in seeds],
+                                 [sides[1][s] for s in seeds])
+            elif head.startswith("paired"):
+                if text == "-" or diffs is None:
+                    continue
+                _check_paired_cell(report, table, label, column, cell, diffs)
+            else:
+                report.unknown(table, f"column '{column}' is not one kind=paired knows")
+                return
+
+
+def _check_arrow(report: Report, table: Table, label: str, column: str, text: str,
+                 seeds: list[int], without: list[float], with_: list[float]) -> None:
+    match = re.fullmatch(rf"(?:(\d+)-(\d+):\s*)?({NUMBER})\s*→\s*({NUMBER})", text)
+    report.cells += 2
+    if not match:
+        report.wrong(table, label, column, "'A → B' or 'S-T: A → B'", text)
+        return
+    if match.group(1) and list(range(int(match.group(1)), int(match.group(2)) + 1)) != seeds:
+        report.wrong(table, label, column, f"seeds {seeds[0]}-{seeds[-1]}", text)
+    a, b = statistics.fmean(without), statistics.fmean(with_)
+    if not (_holds(match.group(3), a) and _holds(match.group(4), b)):
+        report.wrong(table, label, column, f"{_fmt(a, match.group(3))} → {_fmt(b, match.group(4))}", text)
+
+
+def _check_paired_cell(report: Report, table: Table, label: str, column: str, cell: str, diffs: list[float]) -> None:
+    """'+0.67 (5/0/0)': mean paired difference, then wins/ties/losses by seed."""
+    match = re.fullmatch(rf"({NUMBER})\s*\((\d+)/(\d+)/(\d+)\)", clean(cell))
+    report.cells += 2
+    wins = sum(d > 1e-9 for d in diffs)
+    losses = sum(d < -1e-9 for d in diffs)
+    expected = f"{statistics.fmean(diffs):+.2f} ({wins}/{len(diffs) - wins - losses}/{losses})"
+    if not match or not _holds(match.group(1), statistics.fmean(diffs)) or (
+        [int(match.group(i)) for i in (2, 3, 4)] != [wins, len(diffs) - wins - losses, losses]
+    ):
+        report.wrong(table, label, column, expected, cell)
+
+
 KINDS: dict[str, Callable[[Table, Path, Report], None]] = {
     "reproduce": check_reproduce,
     "label-efficiency": check_label_efficiency,
     "le-budget": check_le_budget,
     "printed-le": check_printed_le,
     "knobs": check_knobs,
+    "paired": check_paired,
 }
 
 
