@@ -246,7 +246,7 @@ def load_idx_split(root: str | os.PathLike, dataset: str, split: str) -> Split:
 
 
 # ----- any source, told apart by what the path holds -------------------------------
-SOURCE_KINDS = ("embedded", "idx", "imagefolder", "npz")
+SOURCE_KINDS = ("embedded", "idx", "imagefolder", "npz", "unlabelled")
 _WHAT = "'embedded', an IDX folder, an image folder (DIR/<class>/<image>) or a MedMNIST-style .npz"
 
 
@@ -254,7 +254,8 @@ _WHAT = "'embedded', an IDX folder, an image folder (DIR/<class>/<image>) or a M
 class Source:
     """An opened data source.
 
-    kind: one of :data:`SOURCE_KINDS`. splits: "train" / "val" / "test" for
+    kind: one of :data:`SOURCE_KINDS` ("unlabelled": a folder of images
+    without class sub-folders, labels -1, opened only where labels are not needed). splits: "train" / "val" / "test" for
     sources that come split (IDX, .npz, an image folder with train/ and test/),
     or one "all" pool from which a run draws train and test disjointly (the
     embedded data, an unsplit image folder). classes: the class names, label k
@@ -275,13 +276,17 @@ class Source:
         return "all" in self.splits
 
 
-def _has_idx_files(root: Path, dataset: str) -> bool:
+def has_idx_files(root: Path, dataset: str) -> bool:
     dirs = candidate_dirs(root, dataset)
     return any(_find(dirs, name) for split in SPLIT_PREFIXES for name in idx_file_names(split)[:1])
 
 
-def detect_source(source: str | os.PathLike, dataset: str = "mnist") -> str:
-    """Which kind of source ``source`` is, from what it holds; one clear DataError otherwise."""
+def detect_source(source: str | os.PathLike, dataset: str = "mnist", unlabelled: bool = False) -> str:
+    """Which kind of source ``source`` is, from what it holds; one clear DataError otherwise.
+
+    A folder of images without class sub-folders is "unlabelled" where ``unlabelled``
+    allows it, and refused otherwise.
+    """
     from mnist_ssl.data.imagefolder import image_files, looks_labelled
 
     if str(source) == "embedded":
@@ -294,22 +299,26 @@ def detect_source(source: str | os.PathLike, dataset: str = "mnist") -> str:
             return "npz"
         raise DataError(f"data source {path} is a file but not a .npz array file (give {_WHAT})")
     _check_names(dataset, "train")
-    if _has_idx_files(path, dataset):
+    if has_idx_files(path, dataset):
         return "idx"
     if looks_labelled(path):
         return "imagefolder"
     if image_files(path):
+        if unlabelled:
+            return "unlabelled"
         raise DataError(f"data source {path} holds images but no class sub-folders: an unlabelled folder "
                         f"serves only as --pretrain-data; --data needs labels ({path}/<class>/<image>)")
     raise DataError(f"data source {path} holds no IDX files, class folders of images or images (give {_WHAT})")
 
 
-def open_source(source: str | os.PathLike, dataset: str = "mnist") -> Source:
+def open_source(source: str | os.PathLike, dataset: str = "mnist", unlabelled: bool = False) -> Source:
     """Open any source: its splits, class names and image shape (see :class:`Source`)."""
     from mnist_ssl.data.arrays import load_npz
-    from mnist_ssl.data.imagefolder import load_image_folder
+    from mnist_ssl.data.imagefolder import load_image_folder, load_unlabelled_folder
 
-    kind = detect_source(source, dataset)
+    kind = detect_source(source, dataset, unlabelled)
+    if kind == "unlabelled":
+        return Source(kind, str(source), {"all": load_unlabelled_folder(source)}, [])
     digits = [str(d) for d in range(10)]
     if kind == "embedded":
         return Source(kind, EMBEDDED_NAME, {"all": load_embedded()}, digits)
@@ -330,7 +339,7 @@ def load_pretrain_images(source: str | os.PathLike, dataset: str = "mnist") -> S
     from mnist_ssl.data.imagefolder import load_unlabelled_folder
 
     path = Path(source)
-    if str(source) != "embedded" and path.is_dir() and not _has_idx_files(path, dataset):
+    if str(source) != "embedded" and path.is_dir() and not has_idx_files(path, dataset):
         return load_unlabelled_folder(path)
     opened = open_source(source, dataset)
     return opened.splits["all" if opened.pooled else "train"]
