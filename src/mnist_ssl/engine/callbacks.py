@@ -1,4 +1,4 @@
-"""Callbacks hung off the engine: console lines, JSONL log, progress bar."""
+"""Callbacks hung off the engine: console lines, JSONL log, TensorBoard scalars, progress bar."""
 
 from __future__ import annotations
 
@@ -64,6 +64,59 @@ class JSONLLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({**self.fixed, **record}) + "\n")
+
+
+def record_scalars(record: dict) -> dict[str, float]:
+    """The scalars of one epoch record, named ``<phase>/<name>``: loss, each term, lr, time_s."""
+    phase = record["phase"]
+    out = {f"{phase}/loss": record["loss"]}
+    out.update({f"{phase}/{k}": v for k, v in record.get("terms", {}).items()})
+    out[f"{phase}/lr"] = record["lr"]
+    out[f"{phase}/time_s"] = record["time_s"]
+    return out
+
+
+class TensorBoardLogger:
+    """Writes each epoch's scalars (:func:`record_scalars`, step = epoch) as TensorBoard events.
+
+    The JSONL log stays the source of truth; this is a view of it for
+    ``tensorboard --logdir``. Evaluations go through :meth:`log_metrics`. The
+    ``tensorboard`` package is optional (``pip install 'mnist-ssl[tensorboard]'``);
+    without it, building the logger raises a ConfigError saying so.
+    """
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.writer = tensorboard_writer(log_dir)
+
+    def on_step(self, state) -> None:
+        pass
+
+    def on_epoch_end(self, state, record: dict) -> None:
+        for name, value in record_scalars(record).items():
+            self.writer.add_scalar(name, value, record["epoch"])
+        self.writer.flush()  # a finished epoch is visible at once (and survives a crash)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Evaluation figures, e.g. {"eval/accuracy": 0.99, "eval/linear_probe": 0.95}."""
+        for name, value in metrics.items():
+            if value is not None:
+                self.writer.add_scalar(name, float(value), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def tensorboard_writer(log_dir: str | Path):
+    """torch's ``SummaryWriter`` on ``log_dir``; a one-line ConfigError when tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from mnist_ssl.errors import ConfigError
+
+        raise ConfigError("--log tensorboard needs the tensorboard package: "
+                          "pip install 'mnist-ssl[tensorboard]' (or pip install tensorboard)") from None
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 class ProgressBar:
