@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
@@ -120,60 +119,36 @@ def tensorboard_writer(log_dir: str | Path):
 
 
 class ProgressBar:
-    """One bar for a whole job, drawn on stderr only when it is a terminal.
+    """One bar for a whole job (tqdm's), drawn on stderr only when it is a terminal.
 
     ``total`` counts steps over every (method, seed, phase); the engine calls
     :meth:`on_step` through the callback protocol. Lines printed through
-    :meth:`write_line` appear above the bar.
+    :meth:`write_line` go to stdout, above the bar.
     """
 
     def __init__(self, total: int, stream: TextIO | None = None, enabled: bool | None = None) -> None:
-        self.total = max(1, total)
-        self.done = 0
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.desc = ""
-        self.t0 = time.perf_counter()
-        self._last = 0.0
+        from tqdm import tqdm
+
+        stream = stream or sys.stderr
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.bar = tqdm(total=max(1, total), file=stream, disable=not self.enabled, mininterval=0.1,
+                        dynamic_ncols=True, unit="step", leave=False)
 
     def set_description(self, desc: str) -> None:
-        self.desc = desc
-        self._draw(force=True)
+        self.bar.set_description_str(desc)
 
     def on_step(self, state) -> None:
-        self.done += 1
-        self._draw()
+        self.bar.update(1)
 
     def on_epoch_end(self, state, record: dict) -> None:
         pass
 
     def advance(self, steps: int) -> None:
-        self.done += steps
-        self._draw(force=True)
+        self.bar.update(steps)
 
     def write_line(self, line: str) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K")
-        print(line, flush=True)
-        self._draw(force=True)
-
-    def _draw(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last < 0.1:
-            return
-        self._last = now
-        frac = min(1.0, self.done / self.total)
-        elapsed = now - self.t0
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        width = 30
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        self.stream.write(f"\r\033[K[{bar}] {100 * frac:5.1f}% {self.desc} "
-                          f"{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left")
-        self.stream.flush()
+        self.bar.write(line, file=sys.stdout)
+        sys.stdout.flush()
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        self.bar.close()
