@@ -225,11 +225,13 @@ def test_teacher_temperature_warms_up_linearly():
     assert obj.teacher_temperature() == pytest.approx(0.08)
 
 
-def test_teacher_stays_in_eval_mode():
+def test_teacher_encoder_stays_in_eval_mode():
     obj = make()
     obj.train()
     assert obj.encoder.training and obj.head.training
-    assert not obj.teacher_encoder.training and not obj.teacher_head.training
+    assert not obj.teacher_encoder.training  # no dropout in the targets
+    obj.eval()
+    assert not obj.teacher_head.training and not obj.encoder.training
 
 
 def test_forward_is_deterministic_under_a_seed():
@@ -288,3 +290,14 @@ def test_bad_settings_are_refused():
         DINO(ViTEncoder(ModelConfig(frames=3, dim=32, depth=1, heads=2, patch_size=7)), small())
     with pytest.raises(ConfigError, match="local_window"):
         DINO(ViTEncoder(TINY), small(local_mode="window", local_window=5))
+
+
+@pytest.mark.parametrize("mode", ["resize", "window"])
+def test_figure_shows_the_images_a_global_and_a_local_crop(mode):
+    obj = make(local_mode=mode, local_window=2)
+    images = torch.rand(3, 1, 28, 28)
+    arrays = obj.figure(images)
+    assert set(arrays) == {"original", "view1", "view2"}
+    assert all(a.shape == (3, 28, 28) for a in arrays.values())
+    if mode == "window":  # only the window's 2 x 2 patches of 7 x 7 pixels are shown
+        assert ((arrays["view2"] != 0).reshape(3, -1).sum(1) <= 4 * 49).all()

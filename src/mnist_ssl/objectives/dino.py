@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,6 +50,7 @@ from mnist_ssl.errors import ConfigError
 from mnist_ssl.models.layers import init_weights
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.base import Objective, ObjectiveOutput
+from mnist_ssl.objectives.infonce import GlobalBatchNorm1d
 
 
 @dataclass
@@ -59,6 +61,9 @@ class DINOConfig:
     hidden_dim: int = 256  # the head's MLP width
     bottleneck_dim: int = 64  # the head's output before the weight-normed last layer
     head_layers: int = 3  # Linear layers of the MLP before the bottleneck's normalisation
+    # BatchNorm after each hidden Linear of the head (DINO's use_bn): a random ViT's CLS features of
+    # different digits are nearly parallel, and batch statistics spread them before the sharpening.
+    head_bn: bool = True
     norm_last_layer: bool = True  # last layer's rows of unit norm (DINO's weight_g fixed to 1)
     global_crops: int = 2
     local_crops: int = 4
@@ -186,6 +191,8 @@ class DINOHead(nn.Module):
             last = i == cfg.head_layers - 1
             layers.append(nn.Linear(width, cfg.bottleneck_dim if last else cfg.hidden_dim))
             if not last:
+                if cfg.head_bn:
+                    layers.append(GlobalBatchNorm1d(cfg.hidden_dim))
                 layers.append(nn.GELU())
             width = cfg.hidden_dim
         self.mlp = nn.Sequential(*layers)
@@ -258,14 +265,14 @@ class DINO(Objective):
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("total_steps", torch.zeros((), dtype=torch.long))
         self.augment_for_figure = augment_for_figure  # plain attribute: no weights
-        self.teacher_encoder.eval()
-        self.teacher_head.eval()
+        self.train()
 
     def train(self, mode: bool = True) -> "DINO":
-        # The teacher never trains: no dropout in its targets.
+        # The teacher never trains: no dropout in its targets. Its head's BatchNorm normalises
+        # with the batch's statistics, as the student's does (running ones are not averaged).
         super().train(mode)
         self.teacher_encoder.eval()
-        self.teacher_head.eval()
+        self.teacher_head.train(mode)
         return self
 
     # ----- schedules --------------------------------------------------------------
@@ -356,14 +363,34 @@ class DINO(Objective):
             self.encoder.load_state_dict(self.teacher_encoder.state_dict())
 
     @torch.no_grad()
-    def visualize(self, images: torch.Tensor, path: str) -> None:
-        """Write the images beside one global and one local crop of each, as the student sees them."""
-        from mnist_ssl.report.plots import plot_views
-
+    def figure(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """The views figure's arrays, each (B, H, W): the ``original`` images beside one global
+        crop (``view1``) and one local crop (``view2``) of each, as the student sees them (in
+        "window" mode the local crop's patches outside its window are blanked)."""
         augment = self.augment_for_figure or (lambda x: x)
         globals_, locals_ = self.make_crops([augment(images) for _ in range(self.views)])
-        local = locals_[0] if locals_ else globals_[-1]
-        plot_views(images[:, 0].cpu().numpy(), globals_[0][:, 0].cpu().numpy(), local[:, 0].cpu().numpy(), path)
+        if not locals_:
+            local = globals_[-1]
+        elif self.cfg.local_mode == "resize":
+            local = locals_[0]
+        else:
+            enc = self.encoder
+            keep = window_indices(images.shape[0], enc.cfg.grid, self.cfg.local_window, images.device)
+            patches = enc.patchify(locals_[0])
+            shown = torch.zeros_like(patches).scatter_(
+                1, keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]),
+                torch.gather(patches, 1, keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1])))
+            local = enc.unpatchify(shown)
+        first = lambda x: x[:, 0].cpu().numpy()
+        return {"original": first(images), "view1": first(globals_[0]), "view2": first(local)}
+
+    @torch.no_grad()
+    def visualize(self, images: torch.Tensor, path: str) -> None:
+        """Write :meth:`figure` as the views grid."""
+        from mnist_ssl.report.plots import plot_views
+
+        arrays = self.figure(images)
+        plot_views(arrays["original"], arrays["view1"], arrays["view2"], path)
 
 
 def build(encoder: ViTEncoder, cfg) -> DINO:
