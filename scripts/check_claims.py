@@ -11,25 +11,32 @@ an unknown kind, a comment that is not followed by a table), with one line on st
 
 How to tie a table to its file (this is how to add one)
 --------------------------------------------------------
-Put one HTML comment right above the table (blank lines may separate them); it is
-invisible on GitHub, and the visible text near the table should name the file too:
+1. Keep the measurement: copy the run's ``metrics.json`` (or the label-efficiency
+   ``results.json``, the ensemble script's ``--json``) to ``docs/measurements/NAME.json``.
+2. Put one HTML comment on the line above the table (blank lines may separate them; one
+   line, invisible on GitHub), and name the file in the visible text near the table too:
 
-    <!-- claims: kind=reproduce file=docs/measurements/reproduce5_elastic_metrics.json -->
-    | method | fine-tune % | min | with TTA % | ... |
+       <!-- claims: kind=reproduce file=docs/measurements/NAME.json -->
+       | method | fine-tune % | min | with TTA % | ... |
 
-``kind`` says how to read the file, ``file`` is the measurement (relative to the
-repository root); some kinds take more files (below). Rows are recognised by their first
+3. Run ``python scripts/check_claims.py``: it prints ``ok`` for the table, or one line per
+   cell that is not what the file gives. ``tests/test_claims.py`` runs it with the suite.
+
+``kind`` says how to read the file (the list below), ``file`` is the measurement, relative
+to the repository root; some kinds take more files. Rows are recognised by their first
 cell, columns by their header, so a new row or column of a known shape needs nothing but
-the comment. Options every kind that reads reproduce metrics takes:
-``file[TEXT]=PATH`` (rows whose first cell contains TEXT, ``_`` for a space, read PATH
-instead; the first match in the comment wins), ``method=M`` (rows whose first cell names
-no method are method M), ``unchecked=COLUMN[,COLUMN]`` (header prefixes, ``_`` for a space,
-of columns the file cannot check, such as wall times quoted from other logs; the ``ok``
-line names them, so a reader sees what is not checked). A row or column the kind does not know is an error (exit 1), never skipped in
-silence: extend ROW_ALIASES or the kind's column list below instead. A cell that is ``-``
-claims nothing and is not checked. Numbers are compared at the precision the cell shows
-(98.53 must be the two-decimal rounding of the file's mean); ``**`` is ignored.
+the comment. A row or column the kind does not know is an error (exit 1), never skipped in
+silence: extend ROW_ALIASES or the kind's columns below instead. A cell that is ``-``, or
+has no digit, claims nothing. Numbers are compared at the precision the cell shows (98.53
+must be the two-decimal rounding of the file's mean); ``**`` and backticks are ignored.
 
+Options of the kinds that read reproduce metrics: ``file[TEXT]=PATH`` (rows whose first
+cell contains TEXT, ``_`` for a space, read PATH instead; the first match wins),
+``method=M`` (rows whose first cell names no method are method M),
+``unchecked=COLUMN[,COLUMN]`` (header prefixes, ``_`` for a space, of columns the file
+cannot check, such as wall times from other logs; the ``ok`` line names them).
+
+Figures in a paragraph are tied the same way, with kind=numbers right above the paragraph.
 In README.md every table with a ``%`` in its header must carry a claims comment (a new
 results table without one fails); in docs/*.md only the tables that carry one are checked.
 
@@ -77,6 +84,16 @@ paired       base = the runs without a change, file = with it (reproduce metrics
              optionally ``5-9:`` naming the seeds) and ``paired (w/t/l)`` after each
              (``+0.67 (5/0/0)``: mean difference and wins/ties/losses over the seeds both
              sides have).
+numbers      Figures in prose: the comment stands above a paragraph (several may be stacked)
+             and lists ``NAME(ARGS)=VALUE`` items; each VALUE must be the file's figure at
+             the precision written, and must appear in the paragraph as written (a signed
+             VALUE with its sign), so the claim cannot drift from the text:
+                 <!-- claims: kind=numbers file=A.json file2=B.json mean(infonce)=98.73 diff(infonce,infonce@2)=+0.53 -->
+             ``METHOD@2`` is the method in ``file2`` (paired by seed). Reproduce metrics:
+             mean, std, min, tta, tta_std, probe, knn (METHOD); diff, wins (METHOD, OTHER).
+             Label-efficiency JSON: mean, std, probe (METHOD, K); diff (METHOD, OTHER, K).
+             le_pretraining_budget.py JSON: mean, std, probe, margin, vs_svm (METHOD,
+             EPOCHS); mean, std (supervised or svm).
 printed-le   file = a markdown file of label-efficiency tables as the command printed them
              (no per-row JSON kept): each cell must equal the printed ``mean ± std (probe)``.
 """
@@ -121,10 +138,13 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     options: dict[str, str] = field(default_factory=dict)
+    text: str = ""  # the paragraph a kind=numbers comment stands above
 
     @property
     def name(self) -> str:
-        return " | ".join(self.header[:3]) + (" | ..." if len(self.header) > 3 else "")
+        if not self.header:
+            return "paragraph " + repr(self.text[:50] + ("..." if len(self.text) > 50 else ""))
+        return "table '" + " | ".join(self.header[:3]) + (" | ..." if len(self.header) > 3 else "") + "'"
 
 
 @dataclass
@@ -133,13 +153,11 @@ class Report:
     cells: int = 0
 
     def wrong(self, table: Table, row: str, column: str, expected: str, found: str) -> None:
-        self.errors.append(
-            f"{table.doc}:{table.line}: table '{table.name}', row '{row}', column '{column}': "
-            f"expected {expected}, found {found}"
-        )
+        cell = f"row '{row}', column '{column}'" if table.header else f"figure {row}"
+        self.errors.append(f"{table.doc}:{table.line}: {table.name}, {cell}: expected {expected}, found {found}")
 
     def unknown(self, table: Table, what: str) -> None:
-        self.errors.append(f"{table.doc}:{table.line}: table '{table.name}': {what}")
+        self.errors.append(f"{table.doc}:{table.line}: {table.name}: {what}")
 
 
 # --- reading documents --------------------------------------------------------------------
@@ -159,6 +177,7 @@ def read_tables(path: Path, doc: str) -> tuple[list[Table], list[Table]]:
     cited: list[Table] = []
     plain: list[Table] = []
     pending: tuple[int, dict[str, str]] | None = None
+    numbers: list[tuple[int, dict[str, str]]] = []
     in_code = False
     i = 0
     while i < len(lines):
@@ -174,8 +193,22 @@ def read_tables(path: Path, doc: str) -> tuple[list[Table], list[Table]]:
         if match:
             if pending:
                 raise BadInput(f"{doc}:{pending[0]}: claims comment not followed by a table")
-            pending = (i + 1, _options(match.group(1), f"{doc}:{i + 1}"))
+            options = _options(match.group(1), f"{doc}:{i + 1}")
+            if options["kind"] == "numbers":
+                numbers.append((i + 1, options))
+            else:
+                pending = (i + 1, options)
             i += 1
+            continue
+        if numbers and text.strip():
+            start = i
+            while i < len(lines) and lines[i].strip() and not lines[i].lstrip().startswith(("|", "```", "<!--")):
+                i += 1
+            paragraph = " ".join(line.strip() for line in lines[start:i])
+            if not paragraph:
+                raise BadInput(f"{doc}:{numbers[0][0]}: kind=numbers comment not followed by a paragraph")
+            cited.extend(Table(doc, line, [], [], options, paragraph) for line, options in numbers)
+            numbers = []
             continue
         if text.lstrip().startswith("|"):
             start = i
@@ -192,8 +225,9 @@ def read_tables(path: Path, doc: str) -> tuple[list[Table], list[Table]]:
         if pending and text.strip():
             raise BadInput(f"{doc}:{pending[0]}: claims comment not followed by a table")
         i += 1
-    if pending:
-        raise BadInput(f"{doc}:{pending[0]}: claims comment not followed by a table")
+    if pending or numbers:
+        line = pending[0] if pending else numbers[0][0]
+        raise BadInput(f"{doc}:{line}: claims comment not followed by a {'table' if pending else 'paragraph'}")
     return cited, plain
 
 
@@ -771,6 +805,137 @@ def _check_paired_cell(report: Report, table: Table, label: str, column: str, ce
         report.wrong(table, label, column, expected, cell)
 
 
+# --- kind: numbers (figures in a paragraph) -----------------------------------------------
+
+
+def _numbers_reproduce(data: dict, where: str, rel: str, others: list[dict]) -> Callable[[str, list[str]], float]:
+    """METHOD is a method of ``file``; METHOD@2 the same method in ``file2`` (paired by seed)."""
+    by_file: list[dict[str, dict[int, dict]]] = []
+    for source in [data, *others]:
+        by_file.append({})
+        for entry in list(source["runs"]) + list(source.get("baselines", [])):
+            by_file[-1].setdefault(entry["method"], {})[entry["seed"]] = entry
+    fields = {"mean": ("accuracy",), "std": ("accuracy",), "min": ("accuracy",), "tta": ("tta", "accuracy"),
+              "tta_std": ("tta", "accuracy"), "probe": ("linear_probe", "accuracy"), "knn": ("knn", "accuracy")}
+
+    def series(method: str, path: tuple[str, ...]) -> dict[int, float]:
+        method, _, number = method.partition("@")
+        if number and not (number.isdigit() and 2 <= int(number) <= len(by_file)):
+            raise BadInput(f"{where}: {method}@{number}: no file{number}= in the claims comment")
+        by = by_file[int(number) - 1 if number else 0]
+        if method not in by:
+            raise BadInput(f"{where}: {table_file(number, rel)} has no {method} runs")
+        out = {}
+        for seed, entry in by[method].items():
+            for key in path:
+                entry = entry[key]
+            out[seed] = _pct(entry)
+        return out
+
+    def stat(name: str, args: list[str]) -> float:
+        if name in ("diff", "wins") and len(args) == 2:
+            a, b = series(args[0], ("accuracy",)), series(args[1], ("accuracy",))
+            diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+            return statistics.fmean(diffs) if name == "diff" else float(sum(d > 1e-9 for d in diffs))
+        if name in fields and len(args) == 1:
+            values = list(series(args[0], fields[name]).values())
+            if name == "min":
+                return min(values)
+            return statistics.stdev(values) if name.endswith("std") else statistics.fmean(values)
+        raise KeyError(name)
+
+    return stat
+
+
+def _numbers_label_efficiency(data: dict, where: str, rel: str) -> Callable[[str, list[str]], float]:
+    values = _le_values(data)
+
+    def get(method: str, k: str, what: str = "finetune") -> list[float]:
+        if (method, k) not in values or not values[(method, k)][what]:
+            raise BadInput(f"{where}: {rel} has no {method} rows at k={k}")
+        return values[(method, k)][what]
+
+    def stat(name: str, args: list[str]) -> float:
+        if name == "diff" and len(args) == 3:
+            a, b = get(args[0], args[2]), get(args[1], args[2])
+            return statistics.fmean(x - y for x, y in zip(a, b))
+        if name in ("mean", "std", "probe") and len(args) == 2:
+            series = get(args[0], args[1], "probe" if name == "probe" else "finetune")
+            return statistics.stdev(series) if name == "std" else statistics.fmean(series)
+        raise KeyError(name)
+
+    return stat
+
+
+def _numbers_le_budget(data: dict, where: str, rel: str) -> Callable[[str, list[str]], float]:
+    base = {"supervised": [_pct(v) for v in data["supervised"]], "svm": [_pct(v) for v in data["svm"]]}
+
+    def run(method: str, epochs: str) -> dict:
+        for entry in data["methods"].get(method, {}).values():
+            if str(entry["pretrain_epochs"]) == epochs:
+                return entry
+        raise BadInput(f"{where}: {rel} has no {method} run of {epochs} pretraining epochs")
+
+    def stat(name: str, args: list[str]) -> float:
+        if len(args) == 1 and args[0] in base and name in ("mean", "std"):
+            series = base[args[0]]
+        elif len(args) == 2 and name in ("mean", "std", "probe", "margin", "vs_svm"):
+            entry = run(*args)
+            finetune = [_pct(v) for v in entry["finetune"]]
+            series = {"probe": [_pct(v) for v in entry["probe"]],
+                      "margin": [a - b for a, b in zip(finetune, base["supervised"])],
+                      "vs_svm": [a - b for a, b in zip(finetune, base["svm"])]}.get(name, finetune)
+        else:
+            raise KeyError(name)
+        return statistics.stdev(series) if name == "std" else statistics.fmean(series)
+
+    return stat
+
+
+def table_file(number: str, rel: str) -> str:
+    return f"file{number}" if number else rel
+
+
+NUMBER_CLAIM = re.compile(r"(\w+)\(([^()]*)\)")
+
+
+def check_numbers(table: Table, root: Path, report: Report) -> None:
+    """Each NAME(ARGS)=VALUE option: VALUE is the file's figure, and the paragraph shows it."""
+    where = f"{table.doc}:{table.line}"
+    rel = table.options["file"]
+    data = load_json(root, rel, where)
+    others = [load_json(root, table.options[f"file{n}"], where)
+              for n in range(2, 10) if f"file{n}" in table.options]
+    try:
+        if "runs" in data:
+            stat = _numbers_reproduce(data, where, rel, others)
+        elif "methods" in data and "supervised" in data:
+            stat = _numbers_le_budget(data, where, rel)
+        elif "rows" in data:
+            stat = _numbers_label_efficiency(data, where, rel)
+        else:
+            raise BadInput(f"{where}: {rel}: kind=numbers reads reproduce, label-efficiency and le-budget files")
+    except (KeyError, TypeError):
+        raise BadInput(f"{where}: {rel} is not a file kind=numbers can read") from None
+    text = clean(table.text)
+    claims = [(k, v) for k, v in table.options.items() if not re.fullmatch(r"kind|file\d*", k)]
+    if not claims:
+        raise BadInput(f"{where}: kind=numbers comment names no figure (NAME(ARGS)=VALUE)")
+    for key, shown in claims:
+        match = NUMBER_CLAIM.fullmatch(key)
+        if not match or not re.fullmatch(NUMBER, shown):
+            raise BadInput(f"{where}: {key}={shown}: expected NAME(ARGS)=NUMBER, e.g. mean(infonce)=98.73")
+        try:
+            value = stat(match.group(1), [a.strip() for a in match.group(2).split(",")])
+        except (KeyError, TypeError, IndexError):
+            raise BadInput(f"{where}: {key}: not a figure {rel} gives (see scripts/check_claims.py, kind=numbers)") from None
+        report.cells += 1
+        if not _holds(shown, value):
+            report.wrong(table, key, "value", _fmt(value, shown, signed=shown[0] in "+-"), shown)
+        elif not re.search(rf"(?<![\d.+])(?<![^\d]-){re.escape(shown)}(?![\d]|\.\d)", text.replace("−", "-")):
+            report.unknown(table, f"{key}={shown}: the paragraph does not show {shown}")
+
+
 KINDS: dict[str, Callable[[Table, Path, Report], None]] = {
     "reproduce": check_reproduce,
     "label-efficiency": check_label_efficiency,
@@ -778,6 +943,7 @@ KINDS: dict[str, Callable[[Table, Path, Report], None]] = {
     "printed-le": check_printed_le,
     "knobs": check_knobs,
     "paired": check_paired,
+    "numbers": check_numbers,
 }
 
 
@@ -801,8 +967,9 @@ def check(root: Path, docs: list[Path]) -> tuple[Report, list[str]]:
             before_errors, before_cells = len(report.errors), report.cells
             KINDS[kind](table, root, report)
             if len(report.errors) == before_errors:
+                shape = f"{len(table.rows)} rows" if table.header else "a paragraph"
                 done.append(f"ok {doc}:{table.line} ({kind}, {table.options['file']}): "
-                            f"{len(table.rows)} rows, {report.cells - before_cells} numbers"
+                            f"{shape}, {report.cells - before_cells} numbers"
                             + "".join(f"; column '{c}' not checked" for c in unchecked_columns(table)))
     return report, done
 
@@ -829,7 +996,7 @@ def main(argv: list[str] | None = None) -> int:
     if report.errors:
         print(f"{len(report.errors)} claim(s) do not match their files", file=sys.stderr)
         return 1
-    print(f"{len(done)} tables, {report.cells} numbers: every one matches its file")
+    print(f"{len(done)} tables and paragraphs, {report.cells} numbers: every one matches its file")
     return 0
 
 

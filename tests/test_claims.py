@@ -71,3 +71,28 @@ def _table_line(path):
         if line.startswith("| method | fine-tune %"):
             return number
     raise AssertionError("no results table")
+
+
+def test_a_figure_changed_in_a_paragraph_fails(tmp_path):
+    readme = edited_readme(tmp_path, "(InfoNCE +0.13, Video MAE", "(InfoNCE +0.23, Video MAE")
+    result = run("--root", REPO, readme)
+    assert result.returncode == 1
+    assert "diff(infonce,supervised)=+0.13: the paragraph does not show +0.13" in result.stdout
+
+
+def test_a_figure_claimed_wrongly_in_its_comment_fails(tmp_path):
+    readme = edited_readme(tmp_path, "mean(supervised,10)=67.7", "mean(supervised,10)=67.9")
+    result = run("--root", REPO, readme)
+    assert result.returncode == 1
+    assert "figure mean(supervised,10): expected 67.7, found 67.9" in result.stdout
+
+
+def test_a_knob_row_is_matched_by_its_settings(tmp_path):
+    results = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
+    old = "| `model.patch_size=7` (16 patches instead of 49) | 94.20 ± 2.36 |"
+    assert results.count(old) == 1
+    doc = tmp_path / "results.md"
+    doc.write_text(results.replace(old, "| `model.patch_size=7` (16 patches instead of 49) | 95.20 ± 2.36 |"), encoding="utf-8")
+    result = run("--root", REPO, doc)
+    assert result.returncode == 1
+    assert "row '`model.patch_size=7` (16 patches instead of 49)', column 'MAE %': expected 94.20 ± 2.36" in result.stdout
