@@ -90,7 +90,9 @@ numbers      Figures in prose: the comment stands above a paragraph (several may
              VALUE with its sign), so the claim cannot drift from the text:
                  <!-- claims: kind=numbers file=A.json file2=B.json mean(infonce)=98.73 diff(infonce,infonce@2)=+0.53 -->
              ``METHOD@2`` is the method in ``file2`` (paired by seed). Reproduce metrics:
-             mean, std, min, tta, tta_std, probe, knn (METHOD); diff, wins (METHOD, OTHER).
+             mean, std, min, tta, tta_std, probe, knn, errors (METHOD: test images wrong
+             over all seeds); diff, diff_std, wins, ties, losses (METHOD, OTHER: paired
+             by seed).
              Label-efficiency JSON: mean, std, probe (METHOD, K); diff (METHOD, OTHER, K).
              le_pretraining_budget.py JSON: mean, std, probe, margin, vs_svm (METHOD,
              EPOCHS); mean, std (supervised or svm).

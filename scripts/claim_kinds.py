@@ -502,10 +502,17 @@ def _numbers_reproduce(data: dict, where: str, rel: str, others: list[dict]) -> 
         return out
 
     def stat(name: str, args: list[str]) -> float:
-        if name in ("diff", "wins") and len(args) == 2:
+        if name in ("diff", "diff_std", "wins", "ties", "losses") and len(args) == 2:
             a, b = series(args[0], ("accuracy",)), series(args[1], ("accuracy",))
             diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
-            return statistics.fmean(diffs) if name == "diff" else float(sum(d > 1e-9 for d in diffs))
+            if name in ("diff", "diff_std"):
+                return statistics.fmean(diffs) if name == "diff" else statistics.stdev(diffs)
+            wins, losses = sum(d > 1e-9 for d in diffs), sum(d < -1e-9 for d in diffs)
+            return float({"wins": wins, "losses": losses, "ties": len(diffs) - wins - losses}[name])
+        if name == "errors" and len(args) == 1:
+            method, _, number = args[0].partition("@")
+            runs = by_file[int(number) - 1 if number else 0].get(method, {}).values()
+            return float(sum(round(e["n_test"] * (1 - e["accuracy"])) for e in runs))
         if name in fields and len(args) == 1:
             values = list(series(args[0], fields[name]).values())
             if name == "min":
