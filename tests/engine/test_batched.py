@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnist_ssl.config import AugmentConfig, ModelConfig, OptimConfig
-from mnist_ssl.engine.batched import ALIGN, BatchedFinetune, StackedParams, clip_per_model, keep_mask
+from mnist_ssl.engine.batched import ALIGN, BatchedFinetune, PerModelAugmenter, StackedParams, clip_per_model, dropout_masks
 from mnist_ssl.engine.loop import train
 from mnist_ssl.engine.resume import ResumeWriter, load_train_state
 from mnist_ssl.models import ViTClassifier, ViTEncoder
@@ -56,11 +56,18 @@ def alone(run, seed, cfg):
     return state, clf
 
 
-def test_keep_mask_draws_what_the_encoders_dropout_draws():
-    torch.manual_seed(7)
-    expected = _keep_mask(torch.empty(2, 5, 16), 0.1)
-    got = keep_mask((2, 5, 16), 0.1, torch.Generator().manual_seed(7))
-    assert torch.equal(got, expected)
+def test_each_models_masks_and_augmentation_are_the_numbers_it_draws_alone():
+    cfg = ModelConfig(dim=16, depth=2, heads=2, dropout=0.1)
+    images = torch.rand(2 * 4, 1, 28, 28)
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    views = PerModelAugmenter(AUGMENT, gens)(images)
+    masks = dropout_masks(cfg, 4, gens)
+    for k, s in enumerate((5, 6)):
+        torch.manual_seed(s)  # the one-model engine: the global RNG, augmentation then the encoder's masks
+        assert torch.equal(views[4 * k:4 * k + 4], Augmenter(AUGMENT)(images[4 * k:4 * k + 4]))
+        alone = [_keep_mask(torch.empty(m.shape[1:]), 0.1) for m in masks]
+        assert all(torch.equal(m[k], a) for m, a in zip(masks, alone))
+    assert len(masks) == 1 + 3 * cfg.depth
 
 
 def test_model_k_is_the_same_alone_or_batched_with_others():

@@ -47,33 +47,60 @@ PHASE = "finetune"
 
 
 # ----- per-model random draws ---------------------------------------------------
-def keep_mask(shape: tuple[int, ...], p: float, generator: torch.Generator) -> torch.Tensor:
-    """Dropout's scaled keep mask (0 or 1 / (1 - p)) from ``generator``: the same numbers as
-    models/layers.py's ``_keep_mask`` draws from torch's global RNG in the same state."""
-    n = 1
-    for s in shape:
-        n *= s
-    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None, generator=generator)
-    bits = words.view(torch.int16)[:n].view(shape)
-    dropped = round(p * 65536)
-    return (bits >= dropped - 32768).float().mul_(65536 / (65536 - dropped))
-
-
-def dropout_masks(cfg, batch: int, generator: torch.Generator) -> list[torch.Tensor] | None:
-    """One model's masks for one step, in the order its encoder draws them: the token dropout,
-    then per block the attention output's, the feed-forward hidden layer's and its output's.
-    None when dropout is off (the encoder draws nothing then)."""
-    p = cfg.dropout
-    if p == 0.0:
-        return None
+def _mask_shapes(cfg, batch: int) -> list[tuple[int, ...]]:
+    """The shapes of one model's dropout masks for one step, in the order its encoder draws
+    them: the token dropout, then per block the attention output's, the feed-forward hidden
+    layer's and its output's."""
     tokens = 1 + cfg.num_patches
     hidden = int(cfg.dim * cfg.mlp_ratio)
     shapes = [(batch, tokens, cfg.dim)]
     for _ in range(cfg.depth):
         shapes += [(batch, tokens, cfg.dim), (batch, tokens, hidden), (batch, tokens, cfg.dim)]
+    return shapes
+
+
+def dropout_masks(cfg, batch: int, generators: list[torch.Generator]) -> list[torch.Tensor] | None:
+    """The K models' dropout masks for one step, each stacked to (K, *shape); None when dropout
+    is off (the encoder draws nothing then). Model k's random words come from generators[k] in
+    one draw: the words each of its masks would draw in turn (``random_`` fills serially, so one
+    long draw gives the same words as the encoder's consecutive ones)."""
+    p = cfg.dropout
+    if p == 0.0:
+        return None
+    shapes = _mask_shapes(cfg, batch)
+    K = len(generators)
     if p >= 1.0:
-        return [torch.zeros(s) for s in shapes]
-    return [keep_mask(s, p, generator) for s in shapes]
+        return [torch.zeros(K, *s) for s in shapes]
+    sizes = [torch.Size(s).numel() for s in shapes]
+    words_per = [(n + 3) // 4 for n in sizes]
+    words = torch.empty(K, sum(words_per), dtype=torch.int64)
+    for k, g in enumerate(generators):
+        words[k].random_(-(2**63), None, generator=g)
+    bits = words.view(torch.int16)  # (K, 4 * words)
+    dropped = round(p * 65536)
+    keep = (bits >= dropped - 32768).float().mul_(65536 / (65536 - dropped))
+    out, start = [], 0
+    for s, n, w in zip(shapes, sizes, words_per):
+        out.append(keep[:, 4 * start:4 * start + n].reshape(K, *s))
+        start += w
+    return out
+
+
+class PerModelAugmenter(Augmenter):
+    """The fine-tuning augmentation of K models' batches in one call on their concatenation
+    (K * B images, model-major): every random tensor is drawn per model from that model's
+    generator, B images each, in the order the one-model Augmenter draws, so model k's images
+    get the numbers they would get alone; the arithmetic runs once for all."""
+
+    def __init__(self, cfg: AugmentConfig, generators: list[torch.Generator]) -> None:
+        super().__init__(cfg)
+        self.generators = generators
+
+    def _rand(self, shape: tuple[int, ...], device: torch.device, normal: bool = False) -> torch.Tensor:
+        K = len(self.generators)
+        draw = torch.randn if normal else torch.rand
+        per = (shape[0] // K, *shape[1:])
+        return torch.cat([draw(per, generator=g) for g in self.generators]).to(device)
 
 
 # ----- the batched forward pass ---------------------------------------------------
@@ -348,8 +375,8 @@ class BatchedFinetune:
             for c, x, y, s, cbs in zip(classifiers, images, labels, seeds,
                                        callbacks or [[] for _ in classifiers])
         ]
-        self.augment = [Augmenter(augment, generator=m.generator) if augment.enabled else None
-                        for m in self.models]
+        self.augment = (PerModelAugmenter(augment, [m.generator for m in self.models])
+                        if augment.enabled else None)
         self.clip = clip
         self.params = StackedParams(classifiers)
         self.optimizer = _optimizer(template, self.params, cfg, self.device)
@@ -378,18 +405,17 @@ class BatchedFinetune:
     # ----- one step ---------------------------------------------------------------
     def _views(self, idx: list[torch.Tensor]) -> tuple[torch.Tensor, list | None, torch.Tensor]:
         """Per model, in its generator's order: the augmented batch, then the dropout masks."""
-        xs, masks, ys = [], [], []
-        for k, m in enumerate(self.models):
-            x = m.images[idx[k]].float().div_(255.0)
-            if self.augment[k] is not None:
-                x = self.augment[k](x)
-            if self.clip is not None:
-                x = self.clip(x, m.generator)
-            xs.append(x)
-            masks.append(dropout_masks(self.template.cfg, len(idx[k]), m.generator))
-            ys.append(m.labels[idx[k]])
-        stacked = None if masks[0] is None else [torch.stack(ms).to(self.device) for ms in zip(*masks)]
-        return torch.stack(xs), stacked, torch.stack(ys)
+        K, B = self.K, len(idx[0])
+        x = torch.cat([m.images[i] for m, i in zip(self.models, idx)]).float().div_(255.0)
+        if self.augment is not None:
+            x = self.augment(x)
+        if self.clip is not None:
+            x = torch.cat([self.clip(part, m.generator) for part, m in zip(x.split(B), self.models)])
+        masks = dropout_masks(self.template.cfg, B, [m.generator for m in self.models])
+        if masks is not None:
+            masks = [t.to(self.device) for t in masks]
+        y = torch.stack([m.labels[i] for m, i in zip(self.models, idx)])
+        return x.view(K, B, *x.shape[1:]), masks, y
 
     def train_step(self, idx: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of all K models on batch indices idx[k]; returns per-model (loss, train accuracy)."""
