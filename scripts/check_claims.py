@@ -88,14 +88,16 @@ numbers      Figures in prose: the comment stands above a paragraph (several may
              and lists ``NAME(ARGS)=VALUE`` items; each VALUE must be the file's figure at
              the precision written, and must appear in the paragraph as written (a signed
              VALUE with its sign), so the claim cannot drift from the text:
-                 <!-- claims: kind=numbers file=A.json file2=B.json mean(infonce)=98.73 diff(infonce,infonce@2)=+0.53 -->
+               <!-- claims: kind=numbers file=A.json file2=B.json mean(infonce)=98.73 diff(infonce,infonce@2)=+0.53 -->
              ``METHOD@2`` is the method in ``file2`` (paired by seed). Reproduce metrics:
              mean, std, min, tta, tta_std, probe, knn, errors (METHOD: test images wrong
              over all seeds); diff, diff_std, wins, ties, losses (METHOD, OTHER: paired
              by seed).
              Label-efficiency JSON: mean, std, probe (METHOD, K); diff (METHOD, OTHER, K).
              le_pretraining_budget.py JSON: mean, std, probe, margin, vs_svm (METHOD,
-             EPOCHS); mean, std (supervised or svm).
+             EPOCHS); mean, std (supervised or svm). benchmarks/results JSON of
+             bench_reproduce.py: wall(), run_time(), pss_gb(), total(METHOD); of
+             bench_threads.py: slowdown(OBJECTIVE), tail_slowdown(OBJECTIVE).
 printed-le   file = a markdown file of label-efficiency tables as the command printed them
              (no per-row JSON kept): each cell must equal the printed ``mean ± std (probe)``.
 """

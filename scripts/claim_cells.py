@@ -217,7 +217,8 @@ def check_stat(
         if len(per_seed) != len(values):
             report.wrong(table, row, column, f"{len(values)} per-seed values", f"{len(per_seed)} in {cell!r}")
         elif not all(holds(s, v) for s, v in zip(per_seed, values)):
-            report.wrong(table, row, column, "per seed " + ", ".join(fmt(v, s, signed) for s, v in zip(per_seed, values)), cell)
+            expected = ", ".join(fmt(v, s, signed) for s, v in zip(per_seed, values))
+            report.wrong(table, row, column, "per seed " + expected, cell)
 
 
 def row_key(label: str, methods: set[str]) -> str | None:

@@ -46,7 +46,8 @@ def _row_files(table: Table) -> list[tuple[str, str]]:
 
 def check_reproduce(table: Table, root: Path, report: Report) -> None:
     where = f"{table.doc}:{table.line}"
-    files = {rel: _reproduce_file(root, rel, where) for rel in [table.options["file"], *dict(_row_files(table)).values()]}
+    cited = [table.options["file"], *dict(_row_files(table)).values()]
+    files = {rel: _reproduce_file(root, rel, where) for rel in cited}
     if "ensemble" in table.options:
         seeds, by = files[table.options["file"]]
         by["ensemble"] = _ensemble_entries(table, root, by)
@@ -92,7 +93,8 @@ def check_reproduce(table: Table, root: Path, report: Report) -> None:
             elif head.startswith("with tta"):
                 check_stat(report, table, label, column, cell, tta)
             elif head.startswith("linear probe"):
-                check_stat(report, table, label, column, cell, values(lambda e: (e.get("linear_probe") or {}).get("accuracy")))
+                probe = values(lambda e: (e.get("linear_probe") or {}).get("accuracy"))
+                check_stat(report, table, label, column, cell, probe)
             elif head.startswith("knn"):
                 k = re.search(r"k=(\d+)", head)
                 ks = {(e.get("knn") or {}).get("k") for e in entries}
@@ -182,7 +184,8 @@ def _le_values(data: dict) -> dict[tuple[str, str], dict[str, list[float]]]:
         if row.get("probe_accuracy") is not None:
             slot["probe"].append(pct(row["probe_accuracy"]))
     for row in sorted(data.get("baselines", []), key=lambda r: r["seed"]):
-        out.setdefault((row["method"], str(row["k"])), {"finetune": [], "probe": []})["finetune"].append(pct(row["accuracy"]))
+        slot = out.setdefault((row["method"], str(row["k"])), {"finetune": [], "probe": []})
+        slot["finetune"].append(pct(row["accuracy"]))
     return out
 
 
@@ -365,7 +368,8 @@ def check_knobs(table: Table, root: Path, report: Report) -> None:
         settings = frozenset(re.findall(r"`([^`=]+=[^`]+)`", label))
         results = configs.get(settings)
         if results is None:
-            report.unknown(table, f"row '{label}': no configuration with exactly these settings in {table.options['file']}"
+            report.unknown(table, f"row '{label}': no configuration with exactly these settings in "
+                                  f"{table.options['file']}"
                                   + (" (name them in backticks)" if not settings else ""))
             continue
         for column, cell in zip(table.header[1:], cells[1:]):
@@ -387,7 +391,8 @@ def check_knobs(table: Table, root: Path, report: Report) -> None:
 
 def _knob_column(head: str, method: str | None) -> tuple[str | None, str]:
     """('mae', 'tta') for 'MAE with TTA %'; (method=, 'accuracy') for 'fine-tune %'."""
-    for suffix, what in (("with tta %", "tta"), ("fine-tune %", "accuracy"), ("per seed", "per seed"), ("%", "accuracy")):
+    columns = (("with tta %", "tta"), ("fine-tune %", "accuracy"), ("per seed", "per seed"), ("%", "accuracy"))
+    for suffix, what in columns:
         if head == suffix:
             return method, what
         if head.endswith(" " + suffix):
@@ -568,6 +573,39 @@ def _numbers_le_budget(data: dict, where: str, rel: str) -> Callable[[str, list[
     return stat
 
 
+def _numbers_bench_reproduce(data: dict) -> Callable[[str, list[str]], float]:
+    """bench_reproduce.py: wall (s), run_time (the runs' summed s), total(METHOD), pss_gb (peak PSS sum)."""
+    totals = {r["method"]: r["total"] for r in data["runs"]}
+
+    def stat(name: str, args: list[str]) -> float:
+        if name == "wall" and args == [""]:
+            return data["wall_time_s"]
+        if name == "run_time" and args == [""]:
+            return sum(totals.values())
+        if name == "pss_gb" and args == [""]:
+            return data["sampled_tree"]["peak_sum_pss_mb"] / 1000
+        if name == "total" and len(args) == 1:
+            return totals[args[0]]
+        raise KeyError(name)
+
+    return stat
+
+
+def _numbers_bench_threads(data: dict) -> Callable[[str, list[str]], float]:
+    """benchmarks/bench_threads.py: slowdown(OBJECTIVE) = median step at 2 threads over 1 thread
+    with a busy neighbour; tail_slowdown(OBJECTIVE) the same for the slowest step."""
+    rows = {(r["objective"], r["threads"], r["neighbour"]): r for r in data["rows"]}
+
+    def stat(name: str, args: list[str]) -> float:
+        field = {"slowdown": "median_ms", "tail_slowdown": "max_ms"}[name]
+        return rows[(args[0], 2, True)][field] / rows[(args[0], 1, True)]["median_ms"]
+
+    return stat
+
+
+BENCHMARKS = {"reproduce": _numbers_bench_reproduce, "threads": _numbers_bench_threads}
+
+
 def table_file(number: str, rel: str) -> str:
     return f"file{number}" if number else rel
 
@@ -583,14 +621,17 @@ def check_numbers(table: Table, root: Path, report: Report) -> None:
     others = [load_json(root, table.options[f"file{n}"], where)
               for n in range(2, 10) if f"file{n}" in table.options]
     try:
-        if "runs" in data:
+        if data.get("benchmark") in BENCHMARKS:
+            stat = BENCHMARKS[data["benchmark"]](data)
+        elif "runs" in data:
             stat = _numbers_reproduce(data, where, rel, others)
         elif "methods" in data and "supervised" in data:
             stat = _numbers_le_budget(data, where, rel)
         elif "rows" in data:
             stat = _numbers_label_efficiency(data, where, rel)
         else:
-            raise BadInput(f"{where}: {rel}: kind=numbers reads reproduce, label-efficiency and le-budget files")
+            raise BadInput(f"{where}: {rel}: kind=numbers reads reproduce, label-efficiency, le-budget "
+                           f"and {', '.join(BENCHMARKS)} benchmark files")
     except (KeyError, TypeError):
         raise BadInput(f"{where}: {rel} is not a file kind=numbers can read") from None
     text = clean(table.text)
@@ -604,7 +645,8 @@ def check_numbers(table: Table, root: Path, report: Report) -> None:
         try:
             value = stat(match.group(1), [a.strip() for a in match.group(2).split(",")])
         except (KeyError, TypeError, IndexError):
-            raise BadInput(f"{where}: {key}: not a figure {rel} gives (see scripts/check_claims.py, kind=numbers)") from None
+            raise BadInput(f"{where}: {key}: not a figure {rel} gives "
+                           "(see scripts/check_claims.py, kind=numbers)") from None
         report.cells += 1
         if not holds(shown, value):
             report.wrong(table, key, "value", fmt(value, shown, signed=shown[0] in "+-"), shown)

@@ -92,7 +92,9 @@ def test_a_knob_row_is_matched_by_its_settings(tmp_path):
     old = "| `model.patch_size=7` (16 patches instead of 49) | 94.20 ± 2.36 |"
     assert results.count(old) == 1
     doc = tmp_path / "results.md"
-    doc.write_text(results.replace(old, "| `model.patch_size=7` (16 patches instead of 49) | 95.20 ± 2.36 |"), encoding="utf-8")
+    new = "| `model.patch_size=7` (16 patches instead of 49) | 95.20 ± 2.36 |"
+    doc.write_text(results.replace(old, new), encoding="utf-8")
     result = run("--root", REPO, doc)
     assert result.returncode == 1
-    assert "row '`model.patch_size=7` (16 patches instead of 49)', column 'MAE %': expected 94.20 ± 2.36" in result.stdout
+    expected = "row '`model.patch_size=7` (16 patches instead of 49)', column 'MAE %': expected 94.20 ± 2.36"
+    assert expected in result.stdout

@@ -94,7 +94,8 @@ def test_a_missing_file_a_wrong_heading_and_an_absent_citation_are_found(tmp_pat
         "Numbers: docs/measurements/reproduce5_metrics.json and docs/measurements/never_kept.json; ANCHORS.md.\n",
         encoding="utf-8",
     )
-    assert broken_links(doc) == ["nothing.md: no such file", "doc.md#no-such-heading: no heading #no-such-heading in doc.md"]
+    assert broken_links(doc) == [
+        "nothing.md: no such file", "doc.md#no-such-heading: no heading #no-such-heading in doc.md"]
     assert missing_paths(doc) == {"docs/measurements/never_kept.json", "ANCHORS.md", "nothing.md"}
 
 
