@@ -120,3 +120,148 @@ def test_two_processes_match_one_process(tmp_path, capsys):
 def test_batch_must_divide_among_processes():
     # num_steps is where the engine checks it; in one process any batch size is fine.
     assert distributed.num_steps(7, 3) == 3
+
+
+# ----- a worker killed, or every worker sent SIGTERM, in the middle of training ------
+EPOCHS = 3
+
+
+class _Toy(torch.nn.Module):
+    """A deterministic objective (no dropout, no augmentation): a loss curve to compare exactly."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(8, 1)
+
+    def forward(self, views, labels=None):
+        from mnist_ssl.objectives.base import ObjectiveOutput
+
+        x = views[0].flatten(1)[:, 200:208]
+        loss = (self.lin(x) - x.mean(1, keepdim=True)).pow(2).mean()
+        return ObjectiveOutput(loss, {"mse": loss.detach()})
+
+
+def _train_rank(rank: int, port: int, tmp: str, resume: bool, delay: float) -> None:
+    """One rank of a 2-process training run of _Toy (rank 0 saves the resume state in TMP each
+    epoch); SIGTERM stops it as Ctrl-C does. Writes TMP/result<rank>.json."""
+    import signal
+
+    from mnist_ssl.config import OptimConfig
+    from mnist_ssl.engine.callbacks import TrainingInterrupted
+    from mnist_ssl.engine.loop import train
+    from mnist_ssl.engine.resume import ResumeWriter, load_train_state
+    from mnist_ssl.errors import MnistSSLError
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
+                      RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MNIST_SSL_TEST_STEP_DELAY=str(delay))
+    torch.set_num_threads(1)
+    stop = {"requested": False}
+    signal.signal(signal.SIGTERM, lambda *a: stop.update(requested=True))
+    result: dict = {}
+    steps: list[int] = []
+
+    class Steps:
+        def on_step(self, state):
+            steps.append(state.step)
+
+        def on_epoch_end(self, state, record):
+            pass
+
+    try:
+        with distributed.process_group(torch.device("cpu")):
+            torch.manual_seed(1)
+            images = torch.randint(0, 256, (24, 1, 28, 28), dtype=torch.uint8)  # 6 steps an epoch
+            saved = load_train_state(tmp) if resume else None
+            callbacks = [Steps()] + ([ResumeWriter(tmp, {}, Path(tmp, "log.jsonl"))] if rank == 0 else [])
+            state = train(_Toy(), images, None, OptimConfig(epochs=EPOCHS, batch_size=4, lr=1e-2),
+                          phase="pretrain", callbacks=callbacks, resume=saved,
+                          stop_requested=distributed.agreed_stop(lambda: stop["requested"]))
+            result["losses"] = [r["loss"] for r in state.history]
+    except MnistSSLError as e:
+        result.update(error=type(e).__name__, message=str(e))
+        if isinstance(e, TrainingInterrupted):
+            result["step"] = steps[-1] if steps else 0
+    Path(tmp, f"result{rank}.json").write_text(json.dumps(result))
+
+
+def _start(tmp: Path, resume: bool = False, delay: float = 0.0):
+    # forkserver: one clean server process imports torch once, each rank is a fork of it (a
+    # fork of the test process itself could inherit a lock held by one of its threads).
+    import multiprocessing
+
+    multiprocessing.set_forkserver_preload(["torch", "mnist_ssl.engine.loop"])
+    return mp.start_processes(_train_rank, args=(_free_port(), str(tmp), resume, delay), nprocs=2,
+                              join=False, start_method="forkserver")
+
+
+def _wait_for_epoch_1(ctx, tmp: Path, timeout: float = 300.0) -> None:
+    """Until rank 0 has committed the state of epoch 1 (resume.json), not for a time."""
+    import time
+
+    t0 = time.monotonic()
+    while True:
+        try:
+            if json.loads((tmp / "resume.json").read_text())["epoch"] >= 1:
+                return
+        except (OSError, ValueError):
+            pass
+        assert all(p.is_alive() for p in ctx.processes), "a rank ended before epoch 1 was saved"
+        assert time.monotonic() - t0 < timeout, "epoch 1 was not saved in time"
+        time.sleep(0.02)
+
+
+def _join(ctx) -> list[int]:
+    for p in ctx.processes:
+        p.join(300)
+        assert not p.is_alive(), "a rank did not stop"
+    return [p.exitcode for p in ctx.processes]
+
+
+def _result(tmp: Path, rank: int) -> dict:
+    return json.loads((tmp / f"result{rank}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[float]:
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    assert _join(_start(tmp)) == [0, 0]
+    return _result(tmp, 0)["losses"]
+
+
+@pytest.mark.parametrize("how", ["kill rank 1", "kill rank 0", "sigterm"])
+def test_a_worker_lost_or_stopped_then_resumed_gives_the_uninterrupted_curve(tmp_path, uninterrupted, how):
+    """Each step sleeps 0.3 s (6 steps an epoch), so epoch 2 lasts >= 1.8 s after epoch 1's state
+    is on disk; the signal goes when that state is there."""
+    import signal
+
+    from mnist_ssl.engine.resume import load_train_state
+
+    ctx = _start(tmp_path, delay=0.3)
+    _wait_for_epoch_1(ctx, tmp_path)
+    pids = [p.pid for p in ctx.processes]
+    if how == "sigterm":  # what torchrun, SLURM and Kubernetes send to every worker
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+    else:
+        os.kill(pids[int(how[-1])], signal.SIGKILL)
+    codes = _join(ctx)
+    saved = load_train_state(tmp_path)["meta"]["epoch"]
+    assert 1 <= saved < EPOCHS, "the state of the last completed epoch stays"
+    if how == "sigterm":
+        assert codes == [0, 0]
+        r0, r1 = _result(tmp_path, 0), _result(tmp_path, 1)
+        assert r0["error"] == r1["error"] == "TrainingInterrupted", (r0, r1)
+        assert r0["step"] == r1["step"], "both ranks stop at the same batch"
+    else:
+        survivor = 1 - int(how[-1])
+        assert codes[survivor] == 0  # no abort: the survivor left its process group
+        r = _result(tmp_path, survivor)
+        assert r["error"] == "PeerLost", r
+        assert "\n" not in r["message"] and "another worker stopped" in r["message"] and "--resume" in r["message"]
+    # --resume: both ranks start again from the saved epoch and reach the uninterrupted curve.
+    for rank in (0, 1):
+        (tmp_path / f"result{rank}.json").unlink(missing_ok=True)
+    assert _join(_start(tmp_path, resume=True)) == [0, 0]
+    assert _result(tmp_path, 0)["losses"] == pytest.approx(uninterrupted, rel=1e-6)

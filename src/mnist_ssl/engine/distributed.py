@@ -23,19 +23,32 @@ What changes when ``WORLD_SIZE`` > 1 (and nothing changes otherwise):
   ``mnist_ssl.losses.nt_xent`` gathers both embedding batches, with gradient.
 - :func:`reduce_sums` adds the epoch's loss sums over the ranks for the log.
 - Only rank 0 prints and writes files (:func:`is_main`).
+- A stop (SIGINT / SIGTERM, which torchrun, SLURM and Kubernetes send to every
+  worker) is agreed on before each batch (:func:`agreed_stop`): every rank stops
+  at the same batch, so none waits forever in a collective the others left.
+- A worker that loses its peers (one was killed, ran out of memory, lost its
+  node) stops with :class:`PeerLost`, one line (:func:`peer_guard`); the state
+  rank 0 saved at the end of the last completed epoch stays, and the same
+  command with ``--resume`` (or torchrun's ``--max-restarts``) continues it.
 
 docs/scaling.md tells how to run on several machines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from mnist_ssl.errors import ConfigError
+from mnist_ssl.errors import ConfigError, MnistSSLError
+
+
+class PeerLost(MnistSSLError):
+    """Another process of the group stopped (killed, out of memory, lost node) during training."""
 
 
 # ----- who am I ---------------------------------------------------------------
@@ -89,8 +102,90 @@ def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         # Every rank reaches the barrier before any tears gloo down: a rank that left
         # while its peer still had a collective in flight aborted the peer (SIGABRT in CI).
-        dist.barrier()
+        with peer_guard():
+            dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[torch.device]:
+    """``with process_group(device) as device:`` a command's body under torchrun (nothing in one
+    process): joins the group (:func:`init_from_env`), turns a lost peer into :class:`PeerLost`,
+    and leaves the group: with a barrier when the body succeeded, at once when it raised (its
+    peers stopped too, or are gone; an exiting process that still held a group aborted)."""
+    device = init_from_env(device)
+    try:
+        with peer_guard():
+            yield device
+    except BaseException:
+        abandon()
+        raise
+    shutdown()
+
+
+def abandon() -> None:
+    """Leave the process group without waiting for the others (after an error: a barrier
+    would wait for peers that are gone or stopped elsewhere)."""
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
+# ----- stopping together, and losing a peer ------------------------------------
+def agreed_stop(stop_requested: Callable[[], bool], every: int | None = None) -> Callable[[], bool]:
+    """``stop_requested`` as every rank sees it: true on all ranks as soon as it is true on one.
+
+    The engine polls it before each batch; across processes each poll is one
+    all_reduce (MAX) of a flag, every ``every`` polls (default: each poll with
+    gloo; every 16 with nccl, where each is a device sync), so the ranks stop
+    at the same batch. One process: ``stop_requested`` itself.
+    """
+    if not active():
+        return stop_requested
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+        else torch.device("cpu")
+    every = every or (16 if device.type == "cuda" else 1)
+    polls = {"n": 0, "stopped": False}
+
+    def poll() -> bool:
+        if polls["stopped"]:
+            return True
+        polls["n"] += 1
+        if polls["n"] % every:
+            return False
+        flag = torch.tensor([1 if stop_requested() else 0], device=device)
+        with peer_guard():
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        polls["stopped"] = bool(flag.item())
+        return polls["stopped"]
+
+    return poll
+
+
+def _is_peer_failure(e: BaseException) -> bool:
+    if isinstance(e, (dist.DistError, ConnectionError)):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(
+        s in text for s in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl",
+                            "timed out", "socket", "peer"))
+
+
+@contextlib.contextmanager
+def peer_guard() -> Iterator[None]:
+    """Turn the error a collective raises when another rank is gone into :class:`PeerLost`,
+    one line. Wrap a command's training (the collectives inside DDP's backward pass too)."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not (dist.is_available() and dist.is_initialized()) or not _is_peer_failure(e):
+            raise
+        detail = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise PeerLost(
+            f"rank {dist.get_rank()} of {dist.get_world_size()}: another worker stopped during training "
+            f"({detail[:160]}); the state saved at the end of the last completed epoch is kept: "
+            "run the same command with --resume to continue"
+        ) from None
 
 
 # ----- the data: one slice of every global batch per rank -----------------------
