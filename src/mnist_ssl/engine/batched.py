@@ -78,10 +78,13 @@ def dropout_masks(cfg, batch: int, generators: list[torch.Generator]) -> list[to
         words[k].random_(-(2**63), None, generator=g)
     bits = words.view(torch.int16)  # (K, 4 * words)
     dropped = round(p * 65536)
-    keep = (bits >= dropped - 32768).float().mul_(65536 / (65536 - dropped))
+    scale = 65536 / (65536 - dropped)
     out, start = [], 0
     for s, n, w in zip(shapes, sizes, words_per):
-        out.append(keep[:, 4 * start:4 * start + n].reshape(K, *s))
+        # Compared slice by slice: each mask is written once, contiguous, with no copy of the bits.
+        keep = bits[:, 4 * start:4 * start + n] >= dropped - 32768
+        out.append(keep.view(K, *s).float().mul_(scale) if keep.is_contiguous() else
+                   keep.reshape(K, *s).float().mul_(scale))
         start += w
     return out
 
@@ -115,7 +118,7 @@ def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """LayerNorm over the last dimension with per-model affine weights w, b (K, D)."""
     shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-    return F.layer_norm(x, x.shape[-1:], eps=eps) * w.view(shape) + b.view(shape)
+    return torch.addcmul(b.view(shape), F.layer_norm(x, x.shape[-1:], eps=eps), w.view(shape))
 
 
 def forward_batched(template: ViTClassifier, params: dict[str, torch.Tensor], x: torch.Tensor,
