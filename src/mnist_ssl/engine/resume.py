@@ -36,6 +36,15 @@ FORMAT = "mnist-ssl/resume/v1"
 JSON_NAME = "resume.json"
 TENSORS_NAME = "resume.safetensors"
 NEXT_NAME = "resume.next.safetensors"
+# resume.json's own checksum (of its other fields): a hand edit is caught, not trained on.
+# States written before it existed have none and are read as before.
+META_HASH = "meta_sha256"
+PHASES = ("pretrain", "finetune")
+
+
+def _meta_hash(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != META_HASH}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 # ----- what is saved ----------------------------------------------------------
@@ -131,6 +140,7 @@ def save_train_state(run_dir: str | Path, state, *, run_config: dict, log_lines:
     meta = {"format": FORMAT, "phase": state.phase, "epoch": state.epoch, "epochs": state.epochs,
             "step": state.step, "steps_per_epoch": state.steps_per_epoch, "history": state.history,
             "log": log_lines, "run_config": run_config, "sha256": hashlib.sha256(blob).hexdigest(), **parts}
+    meta[META_HASH] = _meta_hash(meta)
     text = json.dumps(meta, indent=1, sort_keys=True)
     atomic_write_bytes(run_dir / NEXT_NAME, blob)
     try:
@@ -190,6 +200,7 @@ def load_train_state(run_dir: str | Path) -> dict | None:
         raise CheckpointError(f"resume state {json_path} is not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path} is not an mnist-ssl resume state (format {FORMAT} expected)")
+    _check_meta(meta, json_path)
     blob = None
     for name in (TENSORS_NAME, NEXT_NAME):  # NEXT: a save stopped between its last two renames
         path = run_dir / name
@@ -211,7 +222,48 @@ def load_train_state(run_dir: str | Path) -> dict | None:
     for key in ("rng.torch", "rng.python", "rng.numpy"):
         if key not in tensors or tensors[key].dtype != torch.uint8:
             raise CheckpointError(f"resume state {run_dir / TENSORS_NAME} lacks the RNG state {key}")
+    for pid, names in meta["optimizer"]["tensor_state"].items():
+        for name in names:
+            if f"optimizer.{pid}.{name}" not in tensors:
+                raise CheckpointError(f"resume state {run_dir / TENSORS_NAME} lacks the optimiser tensor "
+                                      f"optimizer.{pid}.{name} that {JSON_NAME} names")
     return {"meta": meta, "tensors": tensors, "where": str(run_dir / TENSORS_NAME)}
+
+
+def _check_meta(meta: dict, json_path: Path) -> None:
+    """The fields of a resume.json that training reads, with the types it needs: a damaged or
+    hand-edited file is one line naming the field, never a traceback half-way through restoring."""
+    def bad(field: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"resume state {json_path}: {field} is {json.dumps(meta.get(field))[:60]}, "
+                               f"expected {expected} (damaged or edited by hand)")
+
+    if META_HASH in meta and meta[META_HASH] != _meta_hash(meta):
+        raise CheckpointError(f"resume state {json_path} does not match its own checksum ({META_HASH}): "
+                              "damaged or edited by hand")
+    if meta.get("phase") not in PHASES:
+        raise bad("phase", " or ".join(PHASES))
+    for field in ("epoch", "epochs", "step", "steps_per_epoch"):
+        v = meta.get(field)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise bad(field, "an integer >= 0")
+    if meta["epoch"] > meta["epochs"]:
+        raise bad("epoch", f"at most epochs ({meta['epochs']})")
+    for field, kind, name in (("history", list, "a list"), ("log", list, "a list of log lines"),
+                              ("run_config", dict, "an object"), ("scheduler", dict, "an object"),
+                              ("rng", dict, "an object"), ("optimizer", dict, "an object"),
+                              ("sha256", str, "a SHA-256 string")):
+        if not isinstance(meta.get(field), kind):
+            raise bad(field, name)
+    if not all(isinstance(line, str) for line in meta["log"]):
+        raise bad("log", "a list of log lines")
+    opt = meta["optimizer"]
+    if not (isinstance(opt.get("param_groups"), list) and isinstance(opt.get("scalars"), dict)
+            and isinstance(opt.get("tensor_state"), dict)
+            and all(isinstance(v, list) for v in opt["tensor_state"].values())):
+        raise bad("optimizer", "param_groups, scalars and tensor_state")
+    rng = meta["rng"]
+    if not (isinstance(rng.get("python"), dict) and isinstance(rng.get("numpy"), dict)):
+        raise bad("rng", "the python and numpy RNG states")
 
 
 def check_same_config(resume: dict, run_config: dict, run_dir: str | Path) -> None:
@@ -291,3 +343,129 @@ def restore_train_state(state, resume: dict) -> None:
     state.step = meta["step"]
     state.history = list(meta["history"])
     set_rng_state(tensors, meta["rng"])
+
+
+# ----- a damaged run folder: where the run starts again -------------------------
+class RunStart:
+    """Where ``--resume`` continues one unfinished run, after checking its files.
+
+    state: a resume state (:func:`load_train_state`) to continue from, or None;
+    from_pretrained: no state, but pretraining finished: fine-tune the encoder of
+    ``pretrained.safetensors`` from the first fine-tuning epoch;
+    log: the lines ``log.jsonl`` must start with (those of the state, or the
+    finished pretraining's);
+    problem: one line naming the damaged file, what is wrong, and where the run
+    starts again; None when nothing was damaged.
+    """
+
+    def __init__(self, state: dict | None = None, from_pretrained: bool = False,
+                 log: list[str] | None = None, problem: str | None = None) -> None:
+        self.state, self.from_pretrained, self.log, self.problem = state, from_pretrained, log or [], problem
+
+    @property
+    def where(self) -> str:
+        if self.state is not None:
+            m = self.state["meta"]
+            return f"after {m['phase']} epoch {m['epoch']}"
+        return "its pretrained checkpoint" if self.from_pretrained else "scratch"
+
+
+def last_good_state(run_dir: str | Path, run_config: dict, *, pretrains: bool,
+                    problem: str | None = None) -> RunStart:
+    """The last good state of the unfinished run in ``run_dir`` (made with ``run_config``).
+
+    In order: its resume state (resume.json + resume.safetensors); else, for a
+    method that ``pretrains``, a finished pretraining (``pretrained.safetensors``
+    that reads back, made with this config, and every pretraining line in
+    ``log.jsonl``); else scratch. Damaged resume files are removed (nothing can
+    be read from them) and named in ``problem``. A state or checkpoint made with
+    other settings is not damage: that raises ConfigError, as before.
+    ``problem``: damage the caller found already (a finished run's metrics.json,
+    see :func:`finished_run_problem`, which the caller has removed).
+    """
+    run_dir = Path(run_dir)
+    try:
+        state = load_train_state(run_dir)
+    except CheckpointError as e:
+        state, problem = None, str(e)
+        clear_train_state(run_dir)
+    if state is not None and problem is None:
+        check_same_config(state, run_config, run_dir)
+        if state["meta"]["phase"] == "pretrain" or not pretrains:
+            return RunStart(state, log=state["meta"]["log"])
+        encoder_problem = _pretrained_problem(run_dir, run_config)
+        if encoder_problem is None:
+            return RunStart(state, log=state["meta"]["log"])
+        # The saved fine-tuning needs the pretrained encoder (frozen probes): without it, scratch.
+        clear_train_state(run_dir)
+        return RunStart(problem=f"{encoder_problem}; {run_dir} is redone from scratch")
+    if pretrains and (problem is not None or (run_dir / "pretrained.json").exists()):
+        encoder_problem = _pretrained_problem(run_dir, run_config)
+        log = _pretraining_log(run_dir, run_config) if encoder_problem is None else None
+        if log is not None:
+            return RunStart(from_pretrained=True, log=log, problem=problem and
+                            f"{problem}; {run_dir} is redone from its pretrained checkpoint")
+        problem = problem or encoder_problem
+    return RunStart(problem=problem and f"{problem}; {run_dir} is redone from scratch")
+
+
+def _pretrained_problem(run_dir: Path, run_config: dict) -> str | None:
+    """None when ``run_dir/pretrained.safetensors`` reads back and was made with ``run_config``;
+    else what is wrong with it. Other settings raise ConfigError (not damage)."""
+    from mnist_ssl.engine.checkpoint import read_checkpoint
+
+    try:
+        _, meta = read_checkpoint(run_dir / "pretrained.safetensors")
+    except CheckpointError as e:
+        return str(e)
+    if meta.get("kind") != "objective" or not isinstance(meta.get("run_config"), dict):
+        return f"{run_dir / 'pretrained.json'} is not the sidecar of a pretrained checkpoint (damaged or edited)"
+    refuse_other_config(normalised_config(meta["run_config"]), run_config, run_dir, "was pretrained with")
+    return None
+
+
+def _pretraining_log(run_dir: Path, run_config: dict) -> list[str] | None:
+    """The log lines of a finished pretraining in ``run_dir/log.jsonl`` (epochs 1..N in order),
+    or None when they are not all there."""
+    try:
+        text = (run_dir / "log.jsonl").read_text(encoding="utf-8")
+        epochs = int(run_config["pretrain"]["epochs"])
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        return None
+    lines = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("phase") == "pretrain":
+            lines.append((record.get("epoch"), line))
+    if [epoch for epoch, _ in lines] != list(range(1, epochs + 1)):
+        return None
+    return [line for _, line in lines]
+
+
+def finished_run_problem(run_dir: str | Path, method: str, seed: int) -> str | None:
+    """What is wrong with the finished run in ``run_dir`` (one line), or None when its
+    ``metrics.json`` is a valid RunMetrics of this method and seed and ``finetuned.safetensors``
+    reads back (hash and format). A damaged finished run is redone from its last good state
+    (:func:`last_good_state`, after the caller removes its metrics.json)."""
+    from mnist_ssl.engine.checkpoint import read_checkpoint
+    from mnist_ssl.report.schema import validate_run_metrics
+
+    path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{path} is not valid JSON ({e}): truncated or damaged"
+    problems = validate_run_metrics(metrics, "metrics.json")
+    if problems:
+        return f"{path} is damaged or edited by hand: {problems[0]}"
+    if metrics["method"] != method or metrics["seed"] != seed:
+        return (f"{path} holds the run of {metrics['method']} seed {metrics['seed']}, "
+                f"not {method} seed {seed} (edited or copied by hand)")
+    try:
+        read_checkpoint(Path(run_dir) / "finetuned.safetensors")
+    except CheckpointError as e:
+        return str(e)
+    return None
