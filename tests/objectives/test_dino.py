@@ -182,7 +182,7 @@ def test_momentum_follows_a_cosine_to_one():
 
 
 def test_the_last_step_hands_the_teacher_to_the_shared_encoder():
-    obj = make()
+    obj = make(final_encoder="teacher")
     with torch.no_grad():
         for p in obj.encoder.parameters():
             p.add_(1.0)

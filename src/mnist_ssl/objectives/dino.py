@@ -17,18 +17,19 @@ which views are global and which local is known only here):
 
 - global crops: a random resized crop of ``global_scale`` of the image area, back
   to 28 x 28 (DINO's (0.4, 1));
-- local crops, ``local_mode="resize"``: a crop of ``local_scale`` of the area
-  (about 9-18 pixels on a side) resized to 28 x 28. The encoder has a fixed patch
-  grid and a position table with no interpolation, so this is the way to give it a
-  small crop at its own input size; it costs as much as a global crop;
-- ``local_mode="window"``: a ``local_window`` x ``local_window`` block of patches
-  of the view at native resolution, given to the encoder as its only tokens
-  (``encoder.encode(x, keep_idx)``, as MAE's visible tokens), each with its true
-  position embedding: no resampling, and about a third of the tokens.
+- local crops, ``local_mode="window"`` (default): a ``local_window`` x
+  ``local_window`` block of patches of the view at native resolution, given to the
+  encoder as its only tokens (``encoder.encode(x, keep_idx)``, as MAE's visible
+  tokens), each with its true position embedding: no resampling, and about a
+  third of the tokens. The encoder has a fixed patch grid and a position table
+  with no interpolation, so DINO's small crops at their own resolution are not
+  possible as such;
+- ``local_mode="resize"``: DINO's local crop, ``local_scale`` of the area (about
+  11-18 pixels on a side) resized to 28 x 28; it costs as much as a global crop.
 
-After the last optimiser step the shared encoder takes the teacher's weights
-(``final_encoder="teacher"``, what DINO evaluates), so the probes, kNN and
-fine-tuning see the teacher.
+With ``final_encoder="teacher"`` (what DINO evaluates) the shared encoder takes the
+teacher's weights after the last optimiser step, so the probes, kNN and fine-tuning
+see the teacher; the default keeps the student.
 
 Engine contract: :meth:`DINO.after_step` must be called after every optimiser step
 with the number of completed steps and the phase's total; it updates the teacher.
@@ -57,7 +58,7 @@ from mnist_ssl.objectives.infonce import GlobalBatchNorm1d
 class DINOConfig:
     """Student/teacher self-distillation with multi-crop (the ``dino`` config section)."""
 
-    out_dim: int = 1024  # prototypes: the size of the distributions compared
+    out_dim: int = 256  # prototypes: the size of the distributions compared
     hidden_dim: int = 256  # the head's MLP width
     bottleneck_dim: int = 64  # the head's output before the weight-normed last layer
     head_layers: int = 3  # Linear layers of the MLP before the bottleneck's normalisation
@@ -69,19 +70,23 @@ class DINOConfig:
     local_crops: int = 4
     global_scale_min: float = 0.4  # crop area, fraction of the image
     global_scale_max: float = 1.0
-    local_mode: str = "resize"  # "resize" (crop -> 28 x 28) or "window" (native-size patch block)
+    # "window" (a native-size block of patches) or "resize" (a small crop zoomed to 28 x 28, DINO's
+    # way): a zoomed 11-18 pixel piece of a digit reads as another stroke pattern (docs/dino.md)
+    local_mode: str = "window"
     local_scale_min: float = 0.15
     local_scale_max: float = 0.4
     local_window: int = 4  # patches on a side of a local crop in "window" mode
     student_temp: float = 0.1
-    teacher_temp: float = 0.07
+    teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.04
     teacher_temp_warmup: float = 0.3  # fraction of the pretraining steps for the linear warm-up
     # Teacher EMA momentum at the first step; it follows a cosine to 1 at the last (DINO's
     # schedule). DINO's 0.996 suits 10^5 steps; a run of a few hundred steps needs a faster teacher.
     momentum: float = 0.99
     center_momentum: float = 0.9
-    final_encoder: str = "teacher"  # which weights the shared encoder keeps after pretraining
+    # Which weights the shared encoder keeps after pretraining. DINO evaluates the teacher; over a
+    # few hundred steps the teacher lags the student, whose frozen features were the better ones.
+    final_encoder: str = "student"
 
     def validate(self, where: str = "dino") -> None:
         for name in ("out_dim", "hidden_dim", "bottleneck_dim", "head_layers", "global_crops", "local_window"):
@@ -112,10 +117,11 @@ class DINOConfig:
 
 # RunConfig overrides this method starts from (the registry applies them before the
 # user's own): the crops do the translation and zoom, so the engine's views add only a
-# small rotation and elastic distortion; DINO clips gradients at norm 3.
+# small rotation and elastic distortion; DINO clips gradients at norm 3 and warms the
+# learning rate up.
 AUGMENT: dict = {"enabled": True, "rotate": 10.0, "translate": 0.0, "scale_min": 1.0, "scale_max": 1.0,
                  "shear": 0.0, "elastic": 0.5, "erase": 0.0, "noise": 0.0}
-PRESET: dict = {"pretrain_augment": AUGMENT, "pretrain": {"grad_clip": 3.0}}
+PRESET: dict = {"pretrain_augment": AUGMENT, "pretrain": {"grad_clip": 3.0, "warmup_epochs": 1.0}}
 
 
 # ----- crops ---------------------------------------------------------------------
