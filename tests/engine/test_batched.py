@@ -187,3 +187,23 @@ def test_stacked_parameters_are_padded_leaves_with_a_model_dimension():
     w = params.views()["encoder.blocks.0.attn.qkv.weight"]
     assert w.shape == (2, 48, 16)
     assert torch.equal(w[1], runs[1][0].encoder.blocks[0].attn.qkv.weight)
+
+
+def test_video_models_clips_come_from_each_models_generator():
+    from mnist_ssl.data.clips import make_clips
+
+    runs = []
+    for s in SEEDS[:2]:
+        torch.manual_seed(100 + s)
+        clf = ViTClassifier(ViTEncoder(ModelConfig(dim=16, depth=1, heads=2, frames=3)), 3)
+        runs.append((clf, torch.randint(0, 256, (N, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 3, (N,))))
+    cfg = recipe(epochs=1)
+    states = batched(runs, SEEDS[:2], cfg, clip=lambda x, g: make_clips(x, 3, "motion", generator=g)).train()
+    for k, s in enumerate(SEEDS[:2]):
+        clf, images, labels = runs[k]
+        clf = copy.deepcopy(clf)
+        torch.manual_seed(s + 1)
+        augment = Augmenter(AUGMENT)
+        ref = train(Supervised(clf), images, labels, cfg, phase="finetune",
+                    view=lambda x: make_clips(augment(x), 3, "motion"))
+        assert [r["loss"] for r in states[k].history] == pytest.approx([r["loss"] for r in ref.history], rel=1e-5)

@@ -496,3 +496,40 @@ class BatchedFinetune:
                 cb.on_epoch_end(state, record)
         finally:
             torch.set_rng_state(outer)
+
+
+# ----- from run configs ---------------------------------------------------------
+def why_not_batched(cfgs: list) -> str | None:
+    """Why the fine-tuning of these runs (RunConfigs) cannot share steps, or None when it can:
+    one method's seeds with the same recipe, model and augmentation, no torch.compile and no
+    attention dropout."""
+    first = cfgs[0]
+    if len(cfgs) < 2:
+        return "only one run"
+    for name in ("method", "finetune", "finetune_augment", "model", "data", "compile"):
+        if any(getattr(c, name) != getattr(first, name) for c in cfgs):
+            return f"the runs differ in {name}"
+    if first.compile:
+        return "torch.compile runs one model at a time"
+    if first.model.attn_dropout > 0:
+        return "attention dropout is drawn inside SDPA"
+    return None
+
+
+def from_runs(cfgs: list, classifiers: list[ViTClassifier], images: list[torch.Tensor],
+              labels: list[torch.Tensor], callbacks: list[list] | None = None) -> BatchedFinetune:
+    """The batched fine-tuning of runs ``cfgs`` (RunConfigs accepted by :func:`why_not_batched`),
+    as the one-model fine-tuning of each would run: its recipe, augmentation, clips, seed."""
+    first = cfgs[0]
+    clip = None
+    if first.model.frames > 1:
+        from mnist_ssl.data.clips import make_clips
+
+        frames, mode = first.model.frames, first.videomae.clip_mode
+
+        def clip(x, generator):
+            return make_clips(x, frames, mode, generator=generator)
+
+    return BatchedFinetune(classifiers, images, labels, [c.seed for c in cfgs], first.finetune,
+                           first.finetune_augment, label_smoothing=first.finetune.label_smoothing,
+                           clip=clip, callbacks=callbacks)
