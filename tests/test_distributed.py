@@ -142,9 +142,10 @@ class _Toy(torch.nn.Module):
         return ObjectiveOutput(loss, {"mse": loss.detach()})
 
 
-def _train_rank(rank: int, port: int, tmp: str, resume: bool, delay: float) -> None:
+def _train_rank(rank: int, port: int, tmp: str, resume: bool, hold: str) -> None:
     """One rank of a 2-process training run of _Toy (rank 0 saves the resume state in TMP each
-    epoch); SIGTERM stops it as Ctrl-C does. Writes TMP/result<rank>.json."""
+    epoch); SIGTERM stops it as Ctrl-C does. ``hold``: MNIST_SSL_TEST_HOLD_AT (rank 0 waits there
+    for its stop). Writes TMP/result<rank>.json."""
     import signal
 
     from mnist_ssl.config import OptimConfig
@@ -154,8 +155,7 @@ def _train_rank(rank: int, port: int, tmp: str, resume: bool, delay: float) -> N
     from mnist_ssl.errors import MnistSSLError
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
-                      RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                      MNIST_SSL_TEST_STEP_DELAY=str(delay))
+                      RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MNIST_SSL_TEST_HOLD_AT=hold)
     torch.set_num_threads(1)
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *a: stop.update(requested=True))
@@ -186,13 +186,13 @@ def _train_rank(rank: int, port: int, tmp: str, resume: bool, delay: float) -> N
     Path(tmp, f"result{rank}.json").write_text(json.dumps(result))
 
 
-def _start(tmp: Path, resume: bool = False, delay: float = 0.0):
+def _start(tmp: Path, resume: bool = False, hold: str = ""):
     # forkserver: one clean server process imports torch once, each rank is a fork of it (a
     # fork of the test process itself could inherit a lock held by one of its threads).
     import multiprocessing
 
     multiprocessing.set_forkserver_preload(["torch", "mnist_ssl.engine.loop"])
-    return mp.start_processes(_train_rank, args=(_free_port(), str(tmp), resume, delay), nprocs=2,
+    return mp.start_processes(_train_rank, args=(_free_port(), str(tmp), resume, hold), nprocs=2,
                               join=False, start_method="forkserver")
 
 
@@ -232,28 +232,32 @@ def uninterrupted(tmp_path_factory) -> list[float]:
 
 @pytest.mark.parametrize("how", ["kill rank 1", "kill rank 0", "sigterm"])
 def test_a_worker_lost_or_stopped_then_resumed_gives_the_uninterrupted_curve(tmp_path, uninterrupted, how):
-    """Each step sleeps 0.3 s (6 steps an epoch), so epoch 2 lasts >= 1.8 s after epoch 1's state
-    is on disk; the signal goes when that state is there."""
+    """Rank 0 holds after step 2 of epoch 2 (MNIST_SSL_TEST_HOLD_AT) until it is asked to stop, so
+    the signals, sent once epoch 1's state is on disk, land in epoch 2 however busy the machine."""
     import signal
 
     from mnist_ssl.engine.resume import load_train_state
 
-    ctx = _start(tmp_path, delay=0.3)
+    ctx = _start(tmp_path, hold="pretrain:8")  # 6 steps an epoch
     _wait_for_epoch_1(ctx, tmp_path)
     pids = [p.pid for p in ctx.processes]
     if how == "sigterm":  # what torchrun, SLURM and Kubernetes send to every worker
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
     else:
-        os.kill(pids[int(how[-1])], signal.SIGKILL)
+        victim = int(how[-1])
+        os.kill(pids[victim], signal.SIGKILL)
+        ctx.processes[victim].join(300)
+        if victim == 1:  # torchrun then sends SIGTERM to the survivors
+            os.kill(pids[0], signal.SIGTERM)
     codes = _join(ctx)
-    saved = load_train_state(tmp_path)["meta"]["epoch"]
-    assert 1 <= saved < EPOCHS, "the state of the last completed epoch stays"
+    assert load_train_state(tmp_path)["meta"]["epoch"] == 1, "the state of the last completed epoch stays"
     if how == "sigterm":
         assert codes == [0, 0]
         r0, r1 = _result(tmp_path, 0), _result(tmp_path, 1)
         assert r0["error"] == r1["error"] == "TrainingInterrupted", (r0, r1)
         assert r0["step"] == r1["step"], "both ranks stop at the same batch"
+        assert 6 <= r0["step"] <= 8, "in epoch 2, by the hold point"
     else:
         survivor = 1 - int(how[-1])
         assert codes[survivor] == 0  # no abort: the survivor left its process group

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mnist_ssl.cli import main
-from reliability.helpers import run_cli, saved_epoch, wait_for
+from reliability.helpers import HOLD_IN_PRETRAIN_EPOCH_2, run_cli, saved_epoch, wait_for
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 JOB = ["--methods", "mae,supervised", "--no-report", "--epochs", "2",
@@ -91,13 +91,12 @@ def test_a_failed_run_stops_the_others_and_is_one_line(tmp_path, capsys):
 def test_ctrl_c_with_jobs_keeps_state_and_resume_with_jobs_finishes_the_same(reference, tmp_path, capsys):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", MPLBACKEND="Agg",
-               MNIST_SSL_TEST_STEP_DELAY="0.5")
+               OMP_NUM_THREADS="1", MPLBACKEND="Agg", MNIST_SSL_TEST_HOLD_AT=HOLD_IN_PRETRAIN_EPOCH_2)
     proc = subprocess.Popen([sys.executable, "-m", "mnist_ssl", "reproduce", "--out", str(out), *JOB,
                              "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         run = out / "runs" / "mae" / "seed0"
-        # MAE's pretraining epoch 1 is committed; epoch 2 lasts >= 4 x 0.5 s, so the signal lands in it.
+        # MAE's pretraining epoch 1 is committed; its worker holds in epoch 2 until it is stopped.
         wait_for(lambda: saved_epoch(run) == ("pretrain", 1), proc, "MAE's first epoch was saved")
         proc.send_signal(signal.SIGINT)  # to the parent only, as in a terminal it reaches all: workers ignore it
         _, stderr = proc.communicate(timeout=300)

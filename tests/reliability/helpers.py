@@ -57,10 +57,16 @@ def one_line_error(code: int, err: str, *needles: str) -> str:
     return lines[0]
 
 
-def start_job(out: Path, *extra: str, delay: float = 0.0, cwd: Path | None = None) -> subprocess.Popen:
-    """``python -m mnist_ssl reproduce --out OUT <JOB>`` in a subprocess (each step sleeps ``delay`` s)."""
+# MAE's pretraining step 6 is step 2 of epoch 2 (4 steps an epoch): a job started with this hold
+# waits there, after epoch 1's state is committed, until it is signalled (ResumeWriter's test hook).
+HOLD_IN_PRETRAIN_EPOCH_2 = "pretrain:6"
+
+
+def start_job(out: Path, *extra: str, hold: str = "", cwd: Path | None = None) -> subprocess.Popen:
+    """``python -m mnist_ssl reproduce --out OUT <JOB>`` in a subprocess; ``hold``: where it waits
+    for a stop (MNIST_SSL_TEST_HOLD_AT, e.g. HOLD_IN_PRETRAIN_EPOCH_2; none by default)."""
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", MPLBACKEND="Agg",
-               MNIST_SSL_TEST_STEP_DELAY=str(delay))
+               MNIST_SSL_TEST_HOLD_AT=hold)
     return subprocess.Popen([sys.executable, "-m", "mnist_ssl", "reproduce", "--out", str(out), *JOB, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
 
@@ -132,18 +138,18 @@ class SignalledJobs:
     epoch 2: "kill" gets SIGKILL, "int" SIGINT (Ctrl-C).
 
     The signal goes as soon as the state of epoch 1 is committed to disk (resume.json), the
-    state the tests need; each step sleeps DELAY s, so epoch 2 (4 steps) lasts at least
-    4 x DELAY and cannot end before the signal however busy the machine is. A watcher thread
-    does the waiting, so the jobs run while other tests do. Both stop before the first figure
-    and probe, so the subprocesses never import matplotlib or scikit-learn.
+    state the tests need; each job holds after step 2 of epoch 2 until it is signalled
+    (HOLD_IN_PRETRAIN_EPOCH_2), so epoch 2 cannot end before the signal however busy the
+    machine is, and no step waits for a fixed time. A watcher thread does the waiting, so the
+    jobs run while other tests do. Both stop before the first figure and probe, so the
+    subprocesses never import matplotlib or scikit-learn.
     """
 
-    DELAY = 0.5  # seconds per step: epoch 2 lasts >= 2 s after epoch 1's state is on disk
     PLANS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mnist-ssl-signalled-"))
-        self.procs = {name: start_job(self.root / name, delay=self.DELAY) for name in self.PLANS}
+        self.procs = {name: start_job(self.root / name, hold=HOLD_IN_PRETRAIN_EPOCH_2) for name in self.PLANS}
         self.error: str | None = None
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()

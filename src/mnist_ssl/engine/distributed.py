@@ -159,6 +159,7 @@ def agreed_stop(stop_requested: Callable[[], bool], every: int | None = None) ->
         polls["stopped"] = bool(flag.item())
         return polls["stopped"]
 
+    poll.local = stop_requested  # this rank's own flag, read without a collective
     return poll
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,16 +165,40 @@ def clear_train_state(run_dir: str | Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
+HOLD_ENV = "MNIST_SSL_TEST_HOLD_AT"
+
+
+def _hold_point() -> tuple[str, int] | None:
+    """The test hook ``MNIST_SSL_TEST_HOLD_AT=<phase>:<step>`` as (phase, step); None when unset or malformed."""
+    phase, _, step = os.environ.get(HOLD_ENV, "").partition(":")
+    return (phase, int(step)) if phase in PHASES and step.isdigit() else None
+
+
 class ResumeWriter:
-    """Callback: saves the resumable state at the end of every epoch (after the log line)."""
+    """Callback: saves the resumable state at the end of every epoch (after the log line).
+
+    Test hook: with ``MNIST_SSL_TEST_HOLD_AT=<phase>:<step>`` the run waits after
+    that step (counted from the phase's start) until a stop is requested (at most
+    10 minutes), so a test can signal a job at a known point, after a known
+    saved epoch, without betting on how fast the machine is. It changes no number.
+    """
+
+    HOLD_LIMIT_S = 600.0
 
     def __init__(self, run_dir: str | Path, run_config: dict, log_path: str | Path | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_config = run_config
         self.log_path = Path(log_path) if log_path is not None else self.run_dir / "log.jsonl"
+        self.hold = _hold_point()
 
     def on_step(self, state) -> None:
-        pass
+        if self.hold is not None and self.hold == (state.phase, state.step):
+            deadline = time.monotonic() + self.HOLD_LIMIT_S
+            # This process's own flag: under torchrun the agreed one is a collective, which the
+            # other ranks, waiting in theirs, would pair with a different one.
+            requested = getattr(state.stop_requested, "local", state.stop_requested)
+            while not requested() and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     def on_epoch_end(self, state, record: dict) -> None:
         lines = []
