@@ -134,8 +134,9 @@ def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300.
 
 
 class SignalledJobs:
-    """The tiny job twice, side by side in subprocesses, each signalled in MAE's pretraining
-    epoch 2: "kill" gets SIGKILL, "int" SIGINT (Ctrl-C).
+    """The tiny job three times, side by side in subprocesses, each signalled in MAE's pretraining
+    epoch 2: "kill" gets SIGKILL, "int" SIGINT (Ctrl-C), "term" SIGTERM (what SLURM, Kubernetes
+    and `timeout` send before they kill).
 
     The signal goes as soon as the state of epoch 1 is committed to disk (resume.json), the
     state the tests need; each job holds after step 2 of epoch 2 until it is signalled
@@ -145,7 +146,7 @@ class SignalledJobs:
     subprocesses never import matplotlib or scikit-learn.
     """
 
-    PLANS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
+    PLANS = {"kill": signal.SIGKILL, "int": signal.SIGINT, "term": signal.SIGTERM}
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mnist-ssl-signalled-"))
@@ -175,7 +176,7 @@ class SignalledJobs:
 
     def results(self) -> dict:
         """{name: (out folder, return code, stdout, stderr)} once both jobs have ended."""
-        self.thread.join(timeout=400)
+        self.thread.join()  # the watcher gives up by itself after its own 600 s
         if self.error:
             self.close()
             raise AssertionError(self.error + ": " + " | ".join(p.communicate()[1] for p in self.procs.values()))

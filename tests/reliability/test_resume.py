@@ -13,7 +13,7 @@ from mnist_ssl.cli import main
 from mnist_ssl.engine.callbacks import ProgressBar, TrainingInterrupted
 from mnist_ssl.engine.resume import (JSON_NAME, NEXT_NAME, TENSORS_NAME, load_train_state,
                                      save_train_state)
-from mnist_ssl.reproduce import StopFlag
+from mnist_ssl.experiment.scheduler import StopFlag
 
 from .helpers import JOB, assert_same_job, job, log_lines, one_line_error, run_cli, tiny_state
 
@@ -32,8 +32,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference, signalled_job
     assert_same_job(reference, out)
 
 
-def test_ctrl_c_stops_at_next_batch_saves_and_exits_130(reference, signalled_jobs):
-    out, code, _, stderr = signalled_jobs["int"]
+@pytest.mark.parametrize("plan", ["int", "term"])
+def test_ctrl_c_or_sigterm_stops_at_next_batch_saves_and_exits_130(reference, signalled_jobs, plan):
+    out, code, _, stderr = signalled_jobs[plan]
     run = out / "runs" / "mae" / "seed0"
     assert code == 130, stderr
     assert "Traceback" not in stderr
