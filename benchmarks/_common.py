@@ -175,7 +175,7 @@ def hf_peer(kind: str, size: str, batch: int, device: torch.device, frames: int 
     else:
         from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
-        # ANCHORS.md: 3 frames need tubelet 1; one channel needs norm_pix_loss=True.
+        # docs/anchors.md: 3 frames need tubelet 1; one channel needs norm_pix_loss=True.
         model = VideoMAEForPreTraining(VideoMAEConfig(**common, num_frames=frames, tubelet_size=1,
                                                       norm_pix_loss=True, attn_implementation="sdpa"))
         grid = 49

