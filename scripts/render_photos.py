@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import io
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,8 +51,8 @@ CONDITIONS: dict[str, dict] = {
                            light=("radial", 0.3), noise=0.03, blur=1.0, save=("JPEG", 85)),
     "small_offcentre": dict(frame=(640, 480), canvas=70, paper=(236, 232, 224), ink=(35, 35, 40),
                             light=("linear", 0.4), noise=0.02, blur=0.7, save=("JPEG", 85)),
-    "large_frame": dict(frame=(2400, 1800), canvas=900, paper=(236, 232, 224), ink=(35, 35, 40),
-                        light=("linear", 0.4), noise=0.02, blur=3.0, save=("JPEG", 90)),
+    "large_frame": dict(frame=(1600, 1200), canvas=600, paper=(236, 232, 224), ink=(35, 35, 40),
+                        light=("linear", 0.4), noise=0.02, blur=2.0, save=("JPEG", 90)),
 }
 
 # name -> a page with no digit. size: (width, height).
@@ -176,8 +177,16 @@ def _mnist_correct(checkpoint: str, split) -> np.ndarray:
     return (logits.argmax(1) == class_index(split.labels, classes)).numpy()
 
 
+def _fresh(folder: Path) -> Path:
+    """``folder``, emptied of the images an earlier run rendered there (predict reads the whole folder)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
 def _render_set(split, name: str, cond: dict, folder: Path, seed: int) -> list[tuple[Path, int]]:
-    folder.mkdir(parents=True, exist_ok=True)
+    _fresh(folder)
     rng = np.random.default_rng([seed, sum(map(ord, name))])
     out = []
     for i, (img, label) in enumerate(zip(split.images[:, 0].numpy(), split.labels.tolist())):
@@ -266,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in sets:
         junk[k] = {}
         for name, spec in JUNK.items():
-            folder = out / k / "junk" / name
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = _fresh(out / k / "junk" / name)
             rng = np.random.default_rng([seed + (0 if k == "dev" else 1000), 7, sum(map(ord, name))])
             for i in range(args.junk):
                 data_bytes, suffix = render_junk(spec, rng)

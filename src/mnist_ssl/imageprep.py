@@ -243,10 +243,12 @@ def ink_map(rgb: np.ndarray) -> InkMap:
 
     The residual from :func:`fit_background` is projected on the ink's colour
     (the mean residual of the pixels that differ most from the paper), so that
-    the ink's polarity (dark or light) and hue need not be known. What the
-    polynomial cannot follow (a shadow's edge) is broader than the strokes: a
-    morphological opening a few stroke widths wide keeps it and not the
-    strokes, and is subtracted too.
+    the ink's hue need not be known. Its polarity (dark ink or light chalk) is
+    the side with the heavier tail of thin features (:func:`_thin_sign`): the
+    pixels that differ most may be a lit or shadowed area the fit could not
+    follow. What the polynomial cannot follow (a shadow's edge) is broader than
+    the strokes: a morphological opening a few stroke widths wide keeps it and
+    not the strokes, and is subtracted too.
     """
     from scipy import ndimage
 
@@ -258,12 +260,27 @@ def ink_map(rgb: np.ndarray) -> InkMap:
     if direction is None:
         return InkMap(np.zeros(img.shape[:2], dtype=np.float32), max(_mad_sigma(resid), 1.0 / 255))
     ink = (resid @ direction.astype(np.float32)).astype(np.float32)
+    ink *= np.float32(_thin_sign(ink))
     width = _stroke_width(ink)
     if width is not None:
         side = int(np.clip(4 * width + 3, 5, max(5, min(ink.shape) // 3)))
         ink = ink - _opening(ndimage.gaussian_filter(ink, 1.0), side)
     ink -= np.float32(_median(ink))
     return InkMap(ink, max(_mad_sigma(ink), 0.5 / 255))
+
+
+def _thin_sign(x: np.ndarray) -> float:
+    """+1 if the thin features of ``x`` (what a blur of 1/8 of the frame does not keep) stand out
+    more above the paper than below it, else -1. Strokes are thin and one-sided; a shadow's
+    edge, once high-passed, is about as much above as below."""
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(x, 1.0)
+    high = smooth - ndimage.gaussian_filter(smooth, max(3.0, min(x.shape) / 8))
+    cut = NOISE_SIGMAS * max(_mad_sigma(high), 0.5 / 255)
+    above = float(np.clip(high - cut, 0, None).sum())
+    below = float(np.clip(-high - cut, 0, None).sum())
+    return 1.0 if above >= below else -1.0
 
 
 def _opening(x: np.ndarray, side: int) -> np.ndarray:
