@@ -108,6 +108,14 @@ def test_sixteen_bit_greyscale_png(tmp_path):
     assert np.abs(prepare_file(tmp_path / "deep.png") - to_mnist(np.asarray(_stroke()) / 255.0)).mean() < 0.02
 
 
+@pytest.mark.parametrize("mode,suffix", [("LA", "png"), ("P", "png"), ("1", "png"), ("CMYK", "jpg"), ("RGBA", "webp")])
+def test_every_image_mode_gives_the_same_digit(tmp_path, mode, suffix):
+    reference = to_mnist(np.asarray(_stroke(), dtype=np.float32) / 255)
+    path = tmp_path / f"seven.{suffix}"
+    _stroke(mode=mode).save(path)
+    assert np.abs(prepare_file(path) - reference).mean() < 0.02
+
+
 def test_a_blank_array_has_no_digit():
     with pytest.raises(NoDigit):
         to_mnist(np.zeros((10, 10), dtype=np.float32))

@@ -126,7 +126,9 @@ def _to_rgb(im) -> np.ndarray:
         lo, hi = float(a.min()), float(a.max())
         im = Image.fromarray(np.clip((a - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype(np.uint8))
     has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-    im = im.convert("RGBA" if has_alpha else "RGB")
+    if im.mode not in ("L", "RGB", "RGBA", "LA"):  # palette, bilevel, CMYK, ...: resampled as colour
+        im = im.convert("RGBA" if has_alpha else "RGB")
+    # Resampled in the file's own mode, then converted: a full-size frame is held once, not twice.
     if max(im.size) > WORK_SIDE:
         im.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
     elif min(im.size) < MIN_SIDE:
@@ -134,7 +136,7 @@ def _to_rgb(im) -> np.ndarray:
         if scale > 1:
             im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))),
                            Image.Resampling.BICUBIC)
-    a = np.asarray(im, dtype=np.float32) / 255.0
+    a = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
     if not has_alpha:
         return a
     rgb, alpha = a[..., :3], a[..., 3:]
