@@ -196,7 +196,7 @@ def add_parser(sub) -> None:
                         "development digits, docs/predict.md; 0 = always give the top class)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse images of more pixels, from the header, before decoding "
-                        "(default %(default)s; memory grows about 4 bytes per pixel)")
+                        "(default %(default)s; decoding needs up to about 8 bytes per pixel, docs/predict.md)")
     p.add_argument("--save-prepared", default=None, metavar="DIR",
                    help="write the 28x28 image the model saw for each file as DIR/<name>.png")
     p.add_argument("--threads", type=int, default=None)
