@@ -39,9 +39,9 @@ def test_features_and_predictions(checkpoints):
         logits = classifier(images)
     clf = mnist_ssl.load_classifier(finetuned)
     assert clf.classes == [3, 5, 7]
-    probs = mnist_ssl.predict_proba(clf, images)
+    probs = mnist_ssl.class_probabilities(clf, images)
     torch.testing.assert_close(probs, torch.softmax(logits, -1))
-    assert mnist_ssl.predict(clf, images) == [[3, 5, 7][i] for i in logits.argmax(1).tolist()]
+    assert mnist_ssl.classify(clf, images) == [[3, 5, 7][i] for i in logits.argmax(1).tolist()]
 
 
 def test_uint8_and_numpy_images_are_pixels_0_255(checkpoints):
@@ -70,3 +70,11 @@ def test_import_is_cheap_and_names_are_listed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "False"
     assert "load_encoder" in out
+
+
+def test_no_api_name_is_also_a_submodule():
+    """Importing a submodule sets it as an attribute of the package, hiding a function of that name."""
+    import pkgutil
+
+    submodules = {m.name for m in pkgutil.iter_modules(mnist_ssl.__path__)}
+    assert not submodules & set(mnist_ssl.__all__)

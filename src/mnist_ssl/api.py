@@ -4,8 +4,8 @@
     encoder = mnist_ssl.load_encoder("runs/mae/seed0/pretrained.safetensors")
     feats = mnist_ssl.features(encoder, images)          # (N, D) CLS features
     clf = mnist_ssl.load_classifier("runs/mae/seed0/finetuned.safetensors")
-    labels = mnist_ssl.predict(clf, images)              # (N,) class labels, as in clf.classes
-    probs = mnist_ssl.predict_proba(clf, images)         # (N, K) softmax, columns in clf.classes order
+    labels = mnist_ssl.classify(clf, images)             # (N,) class labels, from clf.classes
+    probs = mnist_ssl.class_probabilities(clf, images)   # (N, K) softmax, columns in clf.classes order
 
 ``images``: a torch tensor or numpy array (N, C, H, W) -- C, H, W as the
 checkpoint's ``model.in_chans`` and ``model.image_size`` -- of float pixels in
@@ -64,7 +64,7 @@ def features(encoder: ViTEncoder, images: Any, batch_size: int = 256) -> torch.T
 
 
 @torch.no_grad()
-def predict_proba(classifier: ViTClassifier, images: Any, batch_size: int = 256) -> torch.Tensor:
+def class_probabilities(classifier: ViTClassifier, images: Any, batch_size: int = 256) -> torch.Tensor:
     """Class probabilities (N, K), float32 on the CPU, columns in ``classifier.classes`` order."""
     x = _as_float_images(images)
     device = next(classifier.parameters()).device
@@ -78,7 +78,7 @@ def predict_proba(classifier: ViTClassifier, images: Any, batch_size: int = 256)
     return torch.cat(chunks) if chunks else torch.empty(0, classifier.cfg.num_classes)
 
 
-def predict(classifier: ViTClassifier, images: Any, batch_size: int = 256) -> list:
+def classify(classifier: ViTClassifier, images: Any, batch_size: int = 256) -> list:
     """The predicted class of each image: entries of ``classifier.classes`` (N,)."""
     classes = getattr(classifier, "classes", None) or list(range(classifier.cfg.num_classes))
-    return [classes[i] for i in predict_proba(classifier, images, batch_size).argmax(dim=1).tolist()]
+    return [classes[i] for i in class_probabilities(classifier, images, batch_size).argmax(dim=1).tolist()]
