@@ -4,7 +4,12 @@ Each file is given to ``mnist-ssl predict`` in its own process; the process's
 peak resident memory (``ru_maxrss`` from ``wait4``) is recorded, beside that
 of the same command on a small image (the interpreter, torch and the model).
 
+    python scripts/predict_memory.py --make-noise DIR
     python scripts/predict_memory.py --checkpoint CKPT --json OUT SMALL_IMAGE LARGE_IMAGE...
+
+``--make-noise DIR`` writes the large images measured in docs/predict.md: random
+noise, 7000 x 7000 as grey PNG, RGB PNG and RGB JPEG, and 8000 x 8000 grey PNG
+(above the default --max-pixels).
 """
 
 from __future__ import annotations
@@ -25,12 +30,33 @@ def _measure_one(checkpoint: str, image: str) -> dict:
             "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
 
 
+def make_noise(folder: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (7000, 7000), dtype=np.uint8)
+    Image.fromarray(a).save(folder / "noise_7000_L.png", compress_level=1)
+    rgb = Image.fromarray(np.stack([a, a[::-1], a[:, ::-1]], 2))
+    rgb.save(folder / "noise_7000_rgb.png", compress_level=1)
+    rgb.save(folder / "noise_7000_rgb.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 256, (8000, 8000), dtype=np.uint8)).save(folder / "noise_8000_L.png",
+                                                                             compress_level=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--make-noise", default=None, metavar="DIR")
+    ap.add_argument("--checkpoint")
     ap.add_argument("--json", default=None)
-    ap.add_argument("images", nargs="+")
+    ap.add_argument("images", nargs="*")
     args = ap.parse_args(argv)
+    if args.make_noise:
+        make_noise(Path(args.make_noise))
+        return 0
+    if not args.checkpoint or not args.images:
+        ap.error("--checkpoint and at least one image are needed (or --make-noise DIR)")
     from PIL import Image
 
     rows = []
