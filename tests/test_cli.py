@@ -197,7 +197,7 @@ def test_every_shipped_config_preset_loads_for_every_method(preset):
     # The README and docs/results.md send users to these files; each must stay valid.
     import argparse
 
-    from mnist_ssl.cli import build_config
+    from mnist_ssl.commands.common import build_config
     from mnist_ssl.config import load_config_file
     from mnist_ssl.objectives.registry import method_names
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from mnist_ssl.cli import build_config, main
-from mnist_ssl.config import ModelConfig, RunConfig
+from mnist_ssl.config import ModelConfig
+from mnist_ssl.objectives.registry import RunConfig
 from mnist_ssl.engine.loop import train
 from mnist_ssl.models.layers import Dropout
 from mnist_ssl.models.vit import ViTEncoder
@@ -38,7 +39,7 @@ def _cfg(method: str) -> RunConfig:
 @pytest.mark.parametrize("method", [m for m in method_names() if m != "supervised"])
 def test_every_objective_trains_on_cuda_under_bf16_autocast(method):
     from mnist_ssl.data import load_embedded
-    from mnist_ssl.pipeline import _clip_builder, make_view
+    from mnist_ssl.experiment.data import clip_builder as _clip_builder, make_view
 
     cfg = _cfg(method)
     device = torch.device("cuda")
@@ -88,7 +89,7 @@ def test_reproduce_on_cuda_and_predict_on_cpu(tmp_path, capsys):
 
 
 def test_prepare_data_puts_uint8_images_on_the_gpu():
-    from mnist_ssl.pipeline import prepare_data
+    from mnist_ssl.experiment.data import prepare_data
 
     cfg = _cfg("mae")
     data = prepare_data(cfg, torch.device("cuda"))

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_ssl.cli import build_config, build_parser, main
-from mnist_ssl.label_efficiency import finetune_epochs, labelled_subset, load_pool, margins, summarise
+from mnist_ssl.cli import build_parser, main
+from mnist_ssl.commands.common import build_config
+from mnist_ssl.experiment.label_efficiency import finetune_epochs, labelled_subset, load_pool, margins, summarise
 
 TINY = ["--classes", "0,1,2", "--test-per-class", "10", "--epochs", "1", "--finetune-steps", "4",
         "--finetune-min-epochs", "1",
@@ -134,9 +135,9 @@ def test_resume_into_a_fresh_folder_runs_the_whole_job(tmp_path, capsys):
 
 def test_all_labels_means_the_whole_pool():
     args = build_parser().parse_args(["label-efficiency", "--labels", "1,all"])
-    from mnist_ssl.cli import _parse_count
+    from mnist_ssl.commands.common import parse_count
 
-    assert [_parse_count(k, "--labels") for k in args.labels.split(",")] == [1, None]
+    assert [parse_count(k, "--labels") for k in args.labels.split(",")] == [1, None]
     labels = np.repeat(np.arange(3), 7)
     assert len(labelled_subset(labels, None, 0)) == 21
 

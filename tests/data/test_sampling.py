@@ -198,8 +198,8 @@ def test_unlabelled_pool_is_everything_but_the_test_sample():
 
 
 def test_pretraining_on_the_pool_keeps_train_and_test(monkeypatch):
-    from mnist_ssl.config import RunConfig
-    from mnist_ssl.pipeline import prepare_data
+    from mnist_ssl.objectives.registry import RunConfig
+    from mnist_ssl.experiment.data import prepare_data
 
     cfg = RunConfig(method="mae", seed=2)
     plain = prepare_data(cfg, torch.device("cpu"))

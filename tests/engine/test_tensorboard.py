@@ -27,7 +27,7 @@ def _read_events(log_dir) -> dict[str, list[tuple[int, float]]]:
 
 def test_event_file_holds_every_logged_scalar(tmp_path):
     from mnist_ssl.objectives.registry import build_objective
-    from mnist_ssl.config import RunConfig
+    from mnist_ssl.objectives.registry import RunConfig
 
     torch.manual_seed(0)
     cfg = RunConfig(method="mae-infonce")  # two loss terms besides the total

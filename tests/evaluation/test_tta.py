@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from mnist_ssl.config import AugmentConfig, RunConfig
+from mnist_ssl.config import AugmentConfig
+from mnist_ssl.objectives.registry import RunConfig
 from mnist_ssl.data.augment import Augmenter
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.evaluation.tta import tta_probabilities

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from mnist_ssl.config import ModelConfig, RunConfig
+from mnist_ssl.config import ModelConfig
+from mnist_ssl.objectives.registry import RunConfig
 from mnist_ssl.losses import nt_xent
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.infonce import GlobalBatchNorm1d, InfoNCE, ProjectionHead
@@ -161,7 +162,7 @@ def test_global_batch_norm_uses_the_global_batch_across_processes(tmp_path):
 
 def test_default_config_builds_through_the_registry():
     spec = get_method("infonce")
-    assert spec.contrastive and spec.document_accuracy == 98.67
+    assert spec.figure == "views" and spec.document_accuracy == 98.67
     assert spec.preset["pretrain_augment"]["enabled"] is True
     cfg = RunConfig(method="infonce").validate()
     objective = build_objective(cfg, ViTEncoder(cfg.model))
@@ -202,10 +203,14 @@ def test_objective_learns_on_a_tiny_problem():
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
 
 
-def test_visualize_writes_the_views_grid(tmp_path):
+def test_figure_arrays_draw_the_views_grid(tmp_path):
     from mnist_ssl.data.augment import Augmenter
+    from mnist_ssl.report.plots import draw_method_figure
 
     cfg = RunConfig(method="infonce")
     objective = InfoNCE(ViTEncoder(TINY), cfg.infonce, augment_for_figure=Augmenter(cfg.finetune_augment))
-    objective.visualize(torch.rand(4, 1, 28, 28), str(tmp_path / "views.png"))
+    arrays = objective.figure(torch.rand(4, 1, 28, 28))
+    assert {k: v.shape for k, v in arrays.items()} == {k: (4, 28, 28) for k in ("original", "view1", "view2")}
+    assert not (arrays["view1"] == arrays["view2"]).all(), "two different augmented views"
+    draw_method_figure("views", arrays, str(tmp_path / "views.png"))
     assert (tmp_path / "views.png").stat().st_size > 0

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mnist_ssl.config import MAEConfig, ModelConfig
+from mnist_ssl.config import ModelConfig
+from mnist_ssl.objectives.mae import MAEConfig
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.mae import MAE, masked_reconstruction_loss, patch_targets, random_masking
 

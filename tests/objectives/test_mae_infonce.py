@@ -3,7 +3,11 @@
 import pytest
 import torch
 
-from mnist_ssl.config import InfoNCEConfig, MAEConfig, MAEInfoNCEConfig, ModelConfig, RunConfig
+from mnist_ssl.config import ModelConfig
+from mnist_ssl.objectives.infonce import InfoNCEConfig
+from mnist_ssl.objectives.mae import MAEConfig
+from mnist_ssl.objectives.mae_infonce import MAEInfoNCEConfig
+from mnist_ssl.objectives.registry import RunConfig
 from mnist_ssl.losses import nt_xent
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.mae import MAE
@@ -21,7 +25,7 @@ def make(masking="zero", nce_input="masked", w_mae=1.0, w_nce=0.1, seed=0) -> MA
 
 def test_default_config_builds_through_the_registry():
     spec = get_method("mae-infonce")
-    assert spec.masked and spec.document_accuracy == 98.00
+    assert spec.figure == "reconstruction" and spec.document_accuracy == 98.00
     assert spec.preset["pretrain_augment"]["enabled"] is True
     cfg = RunConfig(method="mae-infonce").validate()
     objective = build_objective(cfg, ViTEncoder(cfg.model))
@@ -114,8 +118,12 @@ def test_checkpoint_keys_keep_the_encoder_where_load_encoder_finds_it():
     assert {k.split(".")[0] for k in keys} == {"encoder", "decoder", "head"}
 
 
-def test_visualize_writes_the_reconstruction_grid(tmp_path):
-    make().visualize(torch.rand(4, 1, 28, 28), str(tmp_path / "reconstruction.png"))
+def test_figure_arrays_draw_the_reconstruction_grid(tmp_path):
+    from mnist_ssl.report.plots import draw_method_figure
+
+    arrays = make().figure(torch.rand(4, 1, 28, 28))
+    assert {k: v.shape for k, v in arrays.items()} == {k: (4, 28, 28) for k in ("original", "masked", "reconstruction")}
+    draw_method_figure("reconstruction", arrays, str(tmp_path / "reconstruction.png"))
     assert (tmp_path / "reconstruction.png").stat().st_size > 0
 
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mnist_ssl.config import RunConfig, merge
+from mnist_ssl.config import merge
+from mnist_ssl.objectives.registry import RunConfig
 from mnist_ssl.engine.loop import train
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.base import Objective, ObjectiveOutput
@@ -61,7 +62,7 @@ def test_objective_learns_through_the_engine(method):
     images = torch.zeros(32, 1, 28, 28, dtype=torch.uint8)
     for i in range(32):  # bars at different places: learnable structure
         images[i, 0, 4 + i % 16: 12 + i % 16, 6:22] = 255
-    from mnist_ssl.pipeline import make_view, _clip_builder
+    from mnist_ssl.experiment.data import clip_builder as _clip_builder, make_view
 
     state = train(obj, images, None, cfg.pretrain, phase="pretrain",
                   view=make_view(cfg.pretrain_augment, _clip_builder(cfg)))

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from mnist_ssl.config import ModelConfig, RunConfig, VideoMAEConfig, merge
+from mnist_ssl.config import ModelConfig, merge
+from mnist_ssl.objectives.registry import RunConfig
+from mnist_ssl.objectives.videomae import VideoMAEConfig
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.registry import METHODS, build_objective
 from mnist_ssl.objectives.videomae import VideoMAE, tube_masking
@@ -119,13 +121,19 @@ def test_it_learns_a_tiny_problem(frames, tubelet, masking):
 
 
 @pytest.mark.parametrize("clip_mode", ["replicate", "motion"])
-def test_visualize_writes_a_clip_figure(tmp_path, clip_mode):
+def test_figure_arrays_draw_a_clip_figure(tmp_path, clip_mode):
+    from mnist_ssl.report.plots import draw_method_figure
+
     torch.manual_seed(0)
     obj = tiny(clip_mode=clip_mode)
     obj.train()
-    obj.visualize(bars(2)[:, :, 0], str(tmp_path / "reconstruction.png"))
+    arrays = obj.figure(bars(2)[:, :, 0])
+    frames = obj.encoder.cfg.frames
+    assert {k: v.shape for k, v in arrays.items()} == {k: (2, frames, 28, 28)
+                                                       for k in ("original", "masked", "reconstruction")}
+    draw_method_figure("reconstruction", arrays, str(tmp_path / "reconstruction.png"))
     assert (tmp_path / "reconstruction.png").stat().st_size > 1000
-    assert obj.training, "visualize restores the training mode"
+    assert obj.training, "figure() restores the training mode"
     clip, masked, recon = obj.reconstruct(bars(2))
     assert clip.shape == masked.shape == recon.shape == (2, 1, 3, 28, 28)
     assert recon.min() >= 0 and recon.max() <= 1
@@ -134,7 +142,7 @@ def test_visualize_writes_a_clip_figure(tmp_path, clip_mode):
 # ----- the registry --------------------------------------------------------------
 def test_build_objective_applies_the_preset():
     spec = METHODS["videomae"]
-    assert spec.masked and spec.document_accuracy == 98.0
+    assert spec.figure == "reconstruction" and spec.document_accuracy == 98.0
     d = merge(RunConfig().to_dict(), spec.preset)
     d["method"] = "videomae"
     d["model"].update(dim=32, depth=1, heads=2)

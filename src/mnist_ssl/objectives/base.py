@@ -35,5 +35,8 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def visualize(self, images: torch.Tensor, path: str) -> None:
-        """Write a figure showing what the objective does to ``images`` (optional)."""
+    def figure(self, images: torch.Tensor) -> dict | None:
+        """The arrays of the figure that shows what the objective does to ``images`` (B, C, H, W),
+        as the registry's ``figure`` kind names them; ``report.plots.draw_method_figure`` draws
+        them. None: no figure."""
+        return None

@@ -10,16 +10,34 @@ kNN use the CLS features.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from mnist_ssl.config import InfoNCEConfig
+from mnist_ssl.errors import ConfigError
 from mnist_ssl.losses import nt_xent
 from mnist_ssl.models.layers import init_weights
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.base import Objective, ObjectiveOutput
+
+
+@dataclass
+class InfoNCEConfig:
+    """Contrastive learning between the CLS tokens of two augmented views."""
+
+    temperature: float = 0.1
+    proj_hidden: int = 128  # 0: no projection head, the CLS token itself
+    proj_dim: int = 64
+    proj_bn: bool = False  # BatchNorm after the head's hidden layer (SimCLR's head)
+
+    def validate(self, where: str = "infonce") -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"{where}.temperature={self.temperature} must be > 0")
+        if self.proj_hidden < 0 or self.proj_dim < 1:
+            raise ConfigError(f"{where}: proj_hidden must be >= 0 and proj_dim >= 1")
 
 
 # RunConfig overrides this method starts from (the registry applies them before the
@@ -109,14 +127,14 @@ class InfoNCE(Objective):
         return ObjectiveOutput(loss, {"nce": loss.detach()})
 
     @torch.no_grad()
-    def visualize(self, images: torch.Tensor, path: str) -> None:
-        """Write the original images beside the two augmented views the model is trained on."""
-        from mnist_ssl.report.plots import plot_views
-
+    def figure(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """The views figure's arrays: channel 0 (frame 0) of the ``original`` images beside two
+        augmented views (``view1``, ``view2``) as the model is trained on, each (B, H, W)."""
         augment = self.augment_for_figure or (lambda x: x)
         v1, v2 = augment(images), augment(images)
         first = (lambda x: x[:, 0, 0] if x.dim() == 5 else x[:, 0])  # channel 0, frame 0
-        plot_views(first(images).cpu().numpy(), first(v1).cpu().numpy(), first(v2).cpu().numpy(), path)
+        return {"original": first(images).cpu().numpy(), "view1": first(v1).cpu().numpy(),
+                "view2": first(v2).cpu().numpy()}
 
 
 def build(encoder: ViTEncoder, cfg) -> InfoNCE:

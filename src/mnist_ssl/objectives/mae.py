@@ -11,14 +11,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 
-from mnist_ssl.config import MAEConfig
+from mnist_ssl.config import check_choice, check_positive, check_ratio
+from mnist_ssl.errors import ConfigError
 from mnist_ssl.models.layers import Block, init_weights
 from mnist_ssl.models.patch_embed import PositionEmbedding
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.base import Objective, ObjectiveOutput
+
+
+@dataclass
+class MAEConfig:
+    """Masked autoencoding of image patches."""
+
+    masking: str = "zero"  # "zero" (the document's) or "drop" (the MAE paper's)
+    mask_ratio: float = 0.75
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    norm_pix_loss: bool = False
+    loss: str = "mse"  # "mse" or "l1"
+
+    def validate(self, where: str = "mae") -> None:
+        check_choice(self, "masking", ("zero", "drop"), where=where)
+        check_choice(self, "loss", ("mse", "l1"), where=where)
+        check_ratio(self.mask_ratio, f"{where}.mask_ratio")
+        check_positive(self, "decoder_dim", "decoder_heads", where=where)
+        if self.decoder_depth < 0:
+            raise ConfigError(f"{where}.decoder_depth={self.decoder_depth} must be >= 0")
+        if self.decoder_dim % self.decoder_heads:
+            raise ConfigError(
+                f"{where}.decoder_heads={self.decoder_heads} does not divide decoder_dim={self.decoder_dim}"
+            )
 
 
 def random_masking(batch: int, num_patches: int, mask_ratio: float, device: torch.device):
@@ -101,12 +130,17 @@ class MAE(Objective):
     views = 1
     loss_label = "Loss"
 
+    zero_masking = False  # the document's masking: masked patches zeroed, every token encoded
+    norm_pix = False  # targets: each patch normalised (norm_pix_loss)
+
     def __init__(self, encoder: ViTEncoder, cfg: MAEConfig) -> None:
         super().__init__()
         cfg.validate()
         self.encoder = encoder
         self.cfg = cfg
-        if cfg.masking == "zero":
+        self.zero_masking = cfg.masking == "zero"
+        self.norm_pix = cfg.norm_pix_loss
+        if self.zero_masking:
             # The document's "reconstruction layer": one linear map per token.
             self.decoder = nn.Linear(encoder.dim, encoder.patch_dim)
             init_weights(self.decoder)
@@ -115,11 +149,14 @@ class MAE(Objective):
                                        cfg.decoder_heads, encoder.cfg.mlp_ratio)
 
     # ----- the method's stages ------------------------------------------
+    def masking(self, batch: int, device: torch.device):
+        """-> keep_idx (B, K), mask (B, N), restore_idx (B, N): independent random masking."""
+        return random_masking(batch, self.encoder.num_patches, self.cfg.mask_ratio, device)
+
     def forward_encoder(self, x: torch.Tensor):
         """x: images or clips -> (latent (B, 1+N', D), mask (B, N), restore_idx (B, N) or None)."""
-        B = x.shape[0]
-        keep_idx, mask, restore_idx = random_masking(B, self.encoder.num_patches, self.cfg.mask_ratio, x.device)
-        if self.cfg.masking == "zero":
+        keep_idx, mask, restore_idx = self.masking(x.shape[0], x.device)
+        if self.zero_masking:
             patches = self.encoder.patchify(x) * (1 - mask).unsqueeze(-1)
             return self.encoder.encode(self.encoder.unpatchify(patches)), mask, None
         return self.encoder.encode(x, keep_idx=keep_idx), mask, restore_idx
@@ -131,7 +168,7 @@ class MAE(Objective):
         return self.decoder(latent, restore_idx)
 
     def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        target = patch_targets(self.encoder.patchify(x), self.cfg.norm_pix_loss)
+        target = patch_targets(self.encoder.patchify(x), self.norm_pix)
         return masked_reconstruction_loss(pred, target, mask, self.cfg.loss)
 
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> ObjectiveOutput:
@@ -147,7 +184,7 @@ class MAE(Objective):
         latent, mask, restore_idx = self.forward_encoder(x)
         pred = self.forward_decoder(latent, restore_idx)
         patches = self.encoder.patchify(x)
-        if self.cfg.norm_pix_loss:
+        if self.norm_pix:
             # Undo the per-patch normalisation with the true statistics, to show pixels.
             mean = patches.mean(-1, keepdim=True)
             std = (patches.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
@@ -158,20 +195,16 @@ class MAE(Objective):
         return masked, recon
 
     @torch.no_grad()
-    def visualize(self, images: torch.Tensor, path: str) -> None:
-        from mnist_ssl.report.plots import plot_clip_reconstruction, plot_reconstruction
-
+    def figure(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """What the reconstruction figure shows for a few images (B, C, H, W): channel 0 of the
+        ``original``, ``masked`` and ``reconstruction``, each (B, H, W), or (B, T, H, W) for clips."""
         was_training = self.training
         self.eval()
         masked, recon = self.reconstruct(images)
         self.train(was_training)
-        if masked.dim() == 5:
-            clip = self.encoder.as_clip(images)
-            plot_clip_reconstruction(clip[:, 0].cpu().numpy(), masked[:, 0].cpu().numpy(),
-                                     recon[:, 0].cpu().numpy(), path)
-        else:
-            plot_reconstruction(images[:, 0].cpu().numpy(), masked[:, 0].cpu().numpy(),
-                                recon[:, 0].cpu().numpy(), path)
+        original = self.encoder.as_clip(images) if masked.dim() == 5 else images
+        return {"original": original[:, 0].cpu().numpy(), "masked": masked[:, 0].cpu().numpy(),
+                "reconstruction": recon[:, 0].cpu().numpy()}
 
 
 def build(encoder: ViTEncoder, cfg) -> MAE:

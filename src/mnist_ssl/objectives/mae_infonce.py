@@ -18,15 +18,34 @@ docs/contrastive.md gives the measurements behind the default.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from mnist_ssl.config import MAEConfig, MAEInfoNCEConfig, InfoNCEConfig
+from mnist_ssl.config import check_choice
+from mnist_ssl.errors import ConfigError
 from mnist_ssl.losses import nt_xent
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.base import ObjectiveOutput
 from mnist_ssl.objectives import infonce
-from mnist_ssl.objectives.infonce import ProjectionHead
-from mnist_ssl.objectives.mae import MAE
+from mnist_ssl.objectives.infonce import InfoNCEConfig, ProjectionHead
+from mnist_ssl.objectives.mae import MAE, MAEConfig
+
+
+@dataclass
+class MAEInfoNCEConfig:
+    """Weighted sum of the MAE and InfoNCE losses."""
+
+    w_mae: float = 1.0
+    w_nce: float = 0.1
+    # What InfoNCE compares: the CLS tokens of the two masked views the MAE term
+    # encodes ("masked", no extra encoder pass) or of the two unmasked views ("unmasked").
+    nce_input: str = "masked"
+
+    def validate(self, where: str = "mae_infonce") -> None:
+        if self.w_mae < 0 or self.w_nce < 0 or self.w_mae + self.w_nce == 0:
+            raise ConfigError(f"{where}: weights must be >= 0 and not both 0")
+        check_choice(self, "nce_input", ("masked", "unmasked"), where=where)
 
 
 # Two different views of each image for the contrastive term, made as for InfoNCE

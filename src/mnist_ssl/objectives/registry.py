@@ -1,19 +1,26 @@
-"""The table of methods: adding one touches its own file, one line here and its preset.
+"""The table of methods: adding one touches its own module and one entry here.
 
-``build`` makes the pretraining objective around a fresh encoder (``None``:
-no pretraining, the from-scratch baseline). ``preset`` holds the method's
-defaults as ``RunConfig`` overrides, applied before the user's own.
+A method's module holds its objective, its ``build(encoder, run_config)`` and its
+config section (a dataclass); its entry here names them with its preset, the
+accuracy the source document reports and the kind of figure it draws. Everything
+that lists methods reads this table: :class:`RunConfig` has one section per entry,
+the resume checks compare those sections, the report takes the document's
+figures from here.
+
+``build`` makes the pretraining objective around a fresh encoder (``None``: no
+pretraining, the from-scratch baseline). ``preset`` holds the method's defaults
+as ``RunConfig`` overrides, applied before the user's own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from mnist_ssl.config import EvalConfig, RunConfigBase
 from mnist_ssl.errors import ConfigError
-from mnist_ssl.objectives import mae
-from mnist_ssl.objectives import videomae
-from mnist_ssl.objectives import infonce, mae_infonce
+from mnist_ssl.objectives import infonce, mae, mae_infonce, videomae
 
 
 @dataclass(frozen=True)
@@ -21,22 +28,26 @@ class MethodSpec:
     name: str
     build: Callable[..., Any] | None
     description: str
+    section: str | None = None  # this method's RunConfig section, e.g. "mae"
+    config: type | None = None  # the section's dataclass, from the method's module
     document_accuracy: float | None = None  # percent, as the source document reports it
     preset: dict = field(default_factory=dict)
-    masked: bool = False  # writes a reconstruction figure
-    contrastive: bool = False  # writes an augmented-views figure
+    figure: str | None = None  # "reconstruction" or "views": the figure its pretraining writes
 
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in [
-        MethodSpec("mae", mae.build, "masked autoencoder ViT (chapter 1)", 99.00, masked=True),
-        MethodSpec("videomae", videomae.build, "video MAE on 3-frame digit clips (2.11-2.15)", 98.00,
-                   masked=True, preset={"model": {"frames": 3}, "pretrain": {"epochs": 20}}),
+        MethodSpec("mae", mae.build, "masked autoencoder ViT (chapter 1)", "mae", mae.MAEConfig,
+                   99.00, figure="reconstruction"),
         MethodSpec("infonce", infonce.build, "contrastive ViT, InfoNCE between CLS tokens of two views (chapter 2)",
-                   98.67, contrastive=True, preset=infonce.PRESET),
+                   "infonce", infonce.InfoNCEConfig, 98.67, figure="views", preset=infonce.PRESET),
         MethodSpec("mae-infonce", mae_infonce.build, "MAE + InfoNCE, weighted sum of both losses (chapter 2)",
-                   98.00, masked=True, preset=mae_infonce.PRESET),
+                   "mae_infonce", mae_infonce.MAEInfoNCEConfig, 98.00, figure="reconstruction",
+                   preset=mae_infonce.PRESET),
+        MethodSpec("videomae", videomae.build, "video MAE on 3-frame digit clips (2.11-2.15)", "videomae",
+                   videomae.VideoMAEConfig, 98.00, figure="reconstruction",
+                   preset={"model": {"frames": 3}, "pretrain": {"epochs": 20}}),
         MethodSpec("supervised", None, "the same ViT trained from scratch, no pretraining"),
     ]
 }
@@ -44,6 +55,16 @@ METHODS: dict[str, MethodSpec] = {
 
 def method_names() -> list[str]:
     return list(METHODS)
+
+
+def pretrained_methods() -> list[str]:
+    """The methods that pretrain (all but the from-scratch baseline)."""
+    return [name for name, spec in METHODS.items() if spec.build is not None]
+
+
+def method_sections() -> list[str]:
+    """The RunConfig sections the methods declare, in the table's order."""
+    return [spec.section for spec in METHODS.values() if spec.section is not None]
 
 
 def get_method(name: str) -> MethodSpec:
@@ -56,3 +77,21 @@ def build_objective(cfg, encoder):
     """The pretraining objective of ``cfg.method`` around ``encoder`` (None for no pretraining)."""
     spec = get_method(cfg.method)
     return None if spec.build is None else spec.build(encoder, cfg)
+
+
+def _validate(self) -> "RunConfig":
+    get_method(self.method)
+    RunConfigBase.validate(self)
+    return self
+
+
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig",
+    [(spec.section, spec.config, field(default_factory=spec.config))
+     for spec in METHODS.values() if spec.section is not None]
+    + [("eval", EvalConfig, field(default_factory=EvalConfig))],
+    bases=(RunConfigBase,),
+    namespace={"validate": _validate, "__module__": __name__,
+               "__doc__": "Everything one (method, seed) run needs: config.RunConfigBase's sections, "
+                          "one section per method of METHODS, then eval."},
+)

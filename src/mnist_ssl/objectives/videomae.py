@@ -10,21 +10,45 @@ order (time, row, col)) by the shared encoder. Masking:
   shared by every frame; exactly the same number of tokens is masked in each
   sample.
 
-As in the MAE paper (``mae.masking="drop"``), the encoder sees the CLS token and
-the visible tokens only; a small transformer decoder (:class:`MaskDecoder`,
-with a mask token and its own space-time position embedding) predicts the
-pixels of every token; the loss (L1, the document's, or MSE) is taken over the
-masked tokens only.
+It is the MAE objective with ``mae.masking="drop"`` (its encoder, decoder, loss
+and reconstruction stages, inherited): the encoder sees the CLS token and the
+visible tokens only; :class:`MaskDecoder` (a mask token and its own space-time
+position embedding) predicts the pixels of every token; the loss (L1, the
+document's, or MSE) is taken over the masked tokens only. What is its own: the
+config section, tube masking, and clips as input.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
-from mnist_ssl.config import VideoMAEConfig
+from mnist_ssl.config import check_choice, check_positive, check_ratio
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.base import Objective, ObjectiveOutput
-from mnist_ssl.objectives.mae import MaskDecoder, masked_reconstruction_loss, patch_targets, random_masking
+from mnist_ssl.objectives.mae import MAE, MaskDecoder, random_masking
+
+
+@dataclass
+class VideoMAEConfig:
+    """Masked autoencoding of clips made from images."""
+
+    clip_mode: str = "replicate"  # "replicate" (the document's) or "motion"
+    masking: str = "random"  # "random" (the document's) or "tube" (VideoMAE's)
+    mask_ratio: float = 0.75
+    loss: str = "l1"  # "l1" (the document's) or "mse"
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+
+    def validate(self, where: str = "videomae") -> None:
+        check_choice(self, "clip_mode", ("replicate", "motion"), where=where)
+        check_choice(self, "masking", ("random", "tube"), where=where)
+        check_choice(self, "loss", ("l1", "mse"), where=where)
+        check_ratio(self.mask_ratio, f"{where}.mask_ratio")
+        check_positive(self, "decoder_dim", "decoder_heads", where=where)
 
 
 def num_visible(num_patches: int, mask_ratio: float) -> int:
@@ -55,7 +79,7 @@ def tube_masking(batch: int, time_steps: int, spatial: int, mask_ratio: float, d
     return keep_idx, mask, restore_idx
 
 
-class VideoMAE(Objective):
+class VideoMAE(MAE):
     """Masked autoencoder of clips around the shared encoder.
 
     views: [clips (B, C, T, H, W)] (built by the data layer's ``make_clips``);
@@ -66,7 +90,7 @@ class VideoMAE(Objective):
     loss_label = "Pretraining Loss"  # as the document prints it
 
     def __init__(self, encoder: ViTEncoder, cfg: VideoMAEConfig) -> None:
-        super().__init__()
+        Objective.__init__(self)
         cfg.validate()
         self.encoder = encoder
         self.cfg = cfg
@@ -76,26 +100,11 @@ class VideoMAE(Objective):
         self.decoder = MaskDecoder(encoder, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads,
                                    m.mlp_ratio)
 
-    # ----- the method's stages ------------------------------------------
     def masking(self, batch: int, device: torch.device):
         """-> keep_idx (B, K), mask (B, N), restore_idx (B, N) for the configured masking."""
         if self.cfg.masking == "tube":
             return tube_masking(batch, self.time_steps, self.spatial, self.cfg.mask_ratio, device)
         return random_masking(batch, self.encoder.num_patches, self.cfg.mask_ratio, device)
-
-    def forward_encoder(self, x: torch.Tensor):
-        """x: clips (B, C, T, H, W) -> (latent (B, 1 + K, D), mask (B, N), restore_idx (B, N))."""
-        keep_idx, mask, restore_idx = self.masking(x.shape[0], x.device)
-        return self.encoder.encode(x, keep_idx=keep_idx), mask, restore_idx
-
-    def forward_decoder(self, latent: torch.Tensor, restore_idx: torch.Tensor) -> torch.Tensor:
-        """-> predicted pixels of every token (B, N, t*p*p*C)."""
-        return self.decoder(latent, restore_idx)
-
-    def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean over masked tokens of the per-token L1 (or MSE) to the raw pixels."""
-        target = patch_targets(self.encoder.patchify(x), norm_pix=False)
-        return masked_reconstruction_loss(pred, target, mask, self.cfg.loss)
 
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> ObjectiveOutput:
         x = self.encoder.as_clip(views[0])
@@ -104,33 +113,23 @@ class VideoMAE(Objective):
         loss = self.forward_loss(x, pred, mask)
         return ObjectiveOutput(loss, {"videomae": loss.detach()})
 
-    # ----- figures -------------------------------------------------------
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor):
-        """Clips (or images) -> (clip, masked clip, reconstruction), each (B, C, T, H, W);
-        visible tokens are pasted from the input, masked ones predicted (clamped to [0, 1])."""
+        """Clips (or images) -> (clip, masked clip, reconstruction), each (B, C, T, H, W)."""
         x = self.encoder.as_clip(x)
-        latent, mask, restore_idx = self.forward_encoder(x)
-        pred = self.forward_decoder(latent, restore_idx)
-        patches = self.encoder.patchify(x)
-        m = mask.unsqueeze(-1)
-        masked = self._clip(self.encoder.unpatchify(patches * (1 - m)))
-        recon = self._clip(self.encoder.unpatchify(patches * (1 - m) + pred.clamp(0, 1) * m))
-        return x, masked, recon
+        masked, recon = super().reconstruct(x)
+        return x, self._clip(masked), self._clip(recon)
 
     @staticmethod
     def _clip(x: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(2) if x.dim() == 4 else x  # unpatchify drops T for one-frame models
 
     @torch.no_grad()
-    def visualize(self, images: torch.Tensor, path: str) -> None:
-        """Frames x (original / masked / reconstructed) for a few images (B, C, H, W) or clips.
-
-        Images become clips the way training made them (``clip_mode``), from
-        torch's global RNG for ``motion``.
-        """
+    def figure(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """The reconstruction figure's arrays, each (B, T, H, W): frames of the ``original`` clip,
+        ``masked`` and ``reconstruction``. Images (B, C, H, W) become clips the way training made
+        them (``clip_mode``), from torch's global RNG for ``motion``."""
         from mnist_ssl.data.clips import make_clips
-        from mnist_ssl.report.plots import plot_clip_reconstruction
 
         if images.dim() == 4:
             images = make_clips(images, self.encoder.cfg.frames, self.cfg.clip_mode)
@@ -138,8 +137,8 @@ class VideoMAE(Objective):
         self.eval()
         clip, masked, recon = self.reconstruct(images)
         self.train(was_training)
-        plot_clip_reconstruction(clip[:, 0].cpu().numpy(), masked[:, 0].cpu().numpy(),
-                                 recon[:, 0].cpu().numpy(), path)
+        return {"original": clip[:, 0].cpu().numpy(), "masked": masked[:, 0].cpu().numpy(),
+                "reconstruction": recon[:, 0].cpu().numpy()}
 
 
 def build(encoder: ViTEncoder, cfg) -> VideoMAE:

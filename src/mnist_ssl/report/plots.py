@@ -294,6 +294,18 @@ def plot_views(original: Any, view1: Any, view2: Any, path: str) -> str:
     )
 
 
+def draw_method_figure(kind: str, arrays: Mapping[str, np.ndarray], path: str) -> str:
+    """The figure a method's pretraining writes, from the arrays its objective's ``figure()``
+    returns: ``kind`` is the registry's (``"reconstruction"``: original, masked, reconstruction,
+    each (B, H, W) for images or (B, T, H, W) for clips; ``"views"``: original, view1, view2)."""
+    if kind == "views":
+        return plot_views(arrays["original"], arrays["view1"], arrays["view2"], path)
+    if kind != "reconstruction":
+        raise ValueError(f"unknown figure kind {kind!r}")
+    draw = plot_clip_reconstruction if np.asarray(arrays["masked"]).ndim == 4 else plot_reconstruction
+    return draw(arrays["original"], arrays["masked"], arrays["reconstruction"], path)
+
+
 def plot_misclassified(
     errors_by_method: Mapping[str, tuple[str, Sequence[tuple[Any, str]]]], path: str, per_row: int = 12
 ) -> str:

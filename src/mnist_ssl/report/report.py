@@ -40,6 +40,7 @@ import numpy as np
 
 from mnist_ssl.errors import DataError
 from mnist_ssl.fileio import atomic_write_bytes
+from mnist_ssl.objectives.registry import METHODS
 from mnist_ssl.evaluation.baselines import REFERENCE as BASELINE_REFERENCE
 from mnist_ssl.evaluation.metrics import format_confusion, paired_comparison, pooled_interval, summary
 from mnist_ssl.report import plots
@@ -58,9 +59,10 @@ __all__ = [
 ]
 
 # The source document's accuracy (percent, one run each) for each method.
-DOCUMENT_FIGURES = {"mae": 99.00, "infonce": 98.67, "mae-infonce": 98.00, "videomae": 98.00}
-# Row order of the tables; methods not listed follow in alphabetical order.
-RUN_METHODS = ("mae", "infonce", "mae-infonce", "videomae", "supervised")
+DOCUMENT_FIGURES = {name: spec.document_accuracy for name, spec in METHODS.items()
+                    if spec.document_accuracy is not None}
+# Row order of the tables (the registry's); methods not listed follow in alphabetical order.
+RUN_METHODS = tuple(METHODS)
 BASELINE_METHODS = ("svm", "knn", "logreg")
 # Every method is compared seed by seed with these.
 REFERENCES = ("supervised", "svm")

@@ -46,8 +46,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_ssl.config import RunConfig
-from mnist_ssl.engine.checkpoint import atomic_write_text
+from mnist_ssl.data import class_index, load_splits
+from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
+from mnist_ssl.engine.checkpoint import atomic_write_text, load_encoder
+from mnist_ssl.engine.resume import normalised_config, refuse_other_config
+from mnist_ssl.errors import ConfigError, DataError
+from mnist_ssl.experiment import stages
+from mnist_ssl.experiment.rundir import LabelEfficiencyDir
+from mnist_ssl.experiment.runtime import resolve_device, seed_everything, setup_threads
+from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
+from mnist_ssl.objectives.registry import RunConfig, get_method, method_sections
 
 SCHEMA = "mnist-ssl/label-efficiency/v1"
 
@@ -66,12 +74,8 @@ class Pool:
 
 def load_pool(cfg: RunConfig, device: torch.device) -> Pool:
     """Pool = every training image outside the test sample; test = seed 0's test sample (see the module)."""
-    from mnist_ssl.data import class_index, load_splits
-
     data = dataclasses.replace(cfg.data, train_per_class=None)
     if data.source == "embedded" and data.test_per_class is None:
-        from mnist_ssl.errors import ConfigError
-
         raise ConfigError("label-efficiency on the embedded data needs a test sample: --test-per-class N")
     train, test = load_splits(data, 0)
     classes = list(data.classes) if data.classes is not None else list(range(10))
@@ -85,8 +89,6 @@ def labelled_subset(labels: np.ndarray, k: int | None, seed: int) -> np.ndarray:
     for c in np.unique(labels):
         order = np.random.default_rng([seed, 2, int(c)]).permutation(np.flatnonzero(labels == c))
         if k is not None and k > len(order):
-            from mnist_ssl.errors import DataError
-
             raise DataError(f"{k} labelled images per class asked, but class {c} has {len(order)} in the pool")
         chosen.append(order if k is None else order[:k])
     return np.concatenate(chosen)
@@ -106,35 +108,23 @@ def finetune_epochs(n: int, batch_size: int, steps: int, min_epochs: int = 1) ->
 
 
 # ----- the two halves ---------------------------------------------------------
-def pretrain(cfg: RunConfig, pool: Pool, folder: Path, quiet: bool):
+def pretrain(cfg: RunConfig, pool: Pool, folder: LabelEfficiencyDir, quiet: bool) -> ViTEncoder:
     """Pretrain a fresh encoder on the pool's images (no labels); save it; return it."""
-    from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
-    from mnist_ssl.engine.checkpoint import save_checkpoint
-    from mnist_ssl.engine.loop import train
-    from mnist_ssl.models.vit import ViTEncoder
-    from mnist_ssl.objectives.registry import build_objective
-    from mnist_ssl.pipeline import _clip_builder, make_view, seed_everything
-
-    device = pool.images.device
     seed_everything(cfg.seed)
-    encoder = ViTEncoder(cfg.model).to(device)
-    objective = build_objective(cfg, encoder)
-    if objective is None:
+    encoder = ViTEncoder(cfg.model).to(pool.images.device)
+    if get_method(cfg.method).build is None:
         return encoder
-    objective.to(device)
-    folder.mkdir(parents=True, exist_ok=True)
-    log = folder / f"{cfg.method}.log.jsonl"
+    folder.pretrained_dir.mkdir(parents=True, exist_ok=True)
+    log = folder.pretrained_log(cfg.method)
     log.unlink(missing_ok=True)
-    callbacks: list = [JSONLLogger(log, method=cfg.method, seed=cfg.seed)]
-    if not quiet:
-        callbacks.append(ConsolePrinter(f"{cfg.method} {objective.loss_label}"))
-    seed_everything(cfg.seed)
-    train(objective, pool.images, None, cfg.pretrain, phase="pretrain",
-          view=make_view(cfg.pretrain_augment, _clip_builder(cfg)), callbacks=callbacks,
-          compile=cfg.compile)
-    save_checkpoint(folder / cfg.method, objective, kind="objective", model=cfg.model,
-                    extra={"method": cfg.method, "classes": pool.classes, "run_config": cfg.to_dict(),
-                           "pretrained_on": f"{len(pool.images)} pool images of {pool.source}, no labels"})
+
+    def callbacks(label: str) -> list:
+        printer = [] if quiet else [ConsolePrinter(f"{cfg.method} {label}")]
+        return [JSONLLogger(log, method=cfg.method, seed=cfg.seed), *printer]
+
+    objective = stages.pretrain(cfg, encoder, pool.images, callbacks=callbacks)
+    stages.save_pretrained(cfg, objective, folder.pretrained(cfg.method), pool.classes,
+                           pretrained_on=f"{len(pool.images)} pool images of {pool.source}, no labels")
     return encoder
 
 
@@ -142,31 +132,27 @@ def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: to
                       seed: int, steps: int, min_epochs: int = 1) -> tuple[float, int]:
     """Fine-tune a copy of ``encoder`` + a head on (images, targets) for about ``steps`` steps and at
     least ``min_epochs`` epochs (LP-FT by default, as every fine-tuning); -> (test accuracy, epochs)."""
-    from mnist_ssl.models.vit import ViTClassifier
-    from mnist_ssl.pipeline import finetune_classifier, predict_logits, seed_everything
-
     batch, epochs = finetune_epochs(len(images), cfg.finetune.batch_size, steps, min_epochs)
     ft = dataclasses.replace(cfg.finetune, batch_size=batch, epochs=epochs,
                              warmup_epochs=min(cfg.finetune.warmup_epochs, epochs))
     classifier = ViTClassifier(copy.deepcopy(encoder), len(pool.classes)).to(images.device)
-    seed_everything(seed + 1)
-    finetune_classifier(cfg, ft, classifier, images, targets)
-    pred = predict_logits(classifier, pool.test_images).argmax(-1)
-    return float((pred == pool.test_labels.cpu()).float().mean()), epochs
+    stages.finetune(cfg, ft, classifier, images, targets, seed)
+    metrics, _ = stages.evaluate(classifier, pool.test_images, pool.test_labels, pool.classes)
+    # results.json has always held the float32 mean (the same number, rounded to float32), so
+    # rows of older files and new ones compare equal.
+    return float(np.float32(metrics["accuracy"])), epochs
 
 
 # ----- the job ------------------------------------------------------------------
-# What a pretrained encoder kept by --resume must share with this command's config
-# (threads and the fine-tuning sections do not change what pretraining learnt).
-PRETRAINING_KEYS = ("method", "seed", "data", "model", "pretrain", "pretrain_augment",
-                    "mae", "infonce", "mae_infonce", "videomae")
+# What a pretrained encoder kept by --resume must share with this command's config: the
+# settings pretraining reads, and every method's section (threads and the fine-tuning
+# sections do not change what pretraining learnt).
+PRETRAINING_KEYS = ("method", "seed", "data", "model", "pretrain", "pretrain_augment", *method_sections())
 
 
 def _check_resumable(previous: dict, results_path: Path, data: dict, budget: dict) -> None:
     """Refuse to add rows to a results.json made with other data or another fine-tuning budget
     (``budget``: finetune_steps, finetune_min_epochs; a file older than a field lacks it, and is refused)."""
-    from mnist_ssl.engine.resume import refuse_other_config
-
     refuse_other_config({"data": previous.get("data"), **{k: previous.get(k) for k in budget}},
                         {"data": data, **budget}, results_path, "was made with")
 
@@ -191,8 +177,6 @@ def _baseline_rows(pool: Pool, pool_x: torch.Tensor, test_x: torch.Tensor, test_
 def _check_pretrained(meta: dict, ckpt: Path, cfg: RunConfig) -> None:
     """Refuse a kept encoder (``meta``: its checkpoint's checked sidecar) whose pretraining
     settings are not this command's."""
-    from mnist_ssl.engine.resume import normalised_config, refuse_other_config
-
     saved = normalised_config(meta.get("run_config") or {})
     mine = cfg.to_dict()
     refuse_other_config({k: saved.get(k) for k in PRETRAINING_KEYS}, {k: mine[k] for k in PRETRAINING_KEYS},
@@ -205,111 +189,142 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
                          command: str = "") -> dict:
     """Every method in ``configs`` x every budget in ``labels`` (k per class, None = all) x ``seeds[i]`` seeds,
     and the raw-pixel ``baselines`` on the same labelled images."""
-    from mnist_ssl.engine.checkpoint import load_encoder
-    from mnist_ssl.evaluation.probe import extract_features, linear_probe
-    from mnist_ssl.models.vit import ViTEncoder
-    from mnist_ssl.objectives.registry import get_method
-    from mnist_ssl.pipeline import resolve_device, seed_everything, setup_threads
+    any_cfg = _check_job(configs, labels, seeds)
+    setup_threads(any_cfg.threads)
+    pool = load_pool(any_cfg, resolve_device(any_cfg.device))
+    folder = LabelEfficiencyDir(out)
+    budget = {"finetune_steps": finetune_steps, "finetune_min_epochs": min_epochs}
+    previous, done = _previous_rows(folder, any_cfg, budget, resume)
+    result = {"schema": SCHEMA, "command": command, "data": dataclasses.asdict(any_cfg.data),
+              "source": pool.source, "classes": pool.classes,
+              "pool_images": int(len(pool.images)), "test_images": int(len(pool.test_images)),
+              "labels_per_class": [("all" if k is None else k) for k in labels], "seeds": seeds, **budget,
+              "pretrain": {m: {"epochs": c.pretrain.epochs, "batch_size": c.pretrain.batch_size}
+                           for m, c in configs.items()},
+              "threads": any_cfg.threads,
+              "rows": [r for r in previous.get("rows", []) if r["method"] not in configs],  # other commands'
+              "wall_time_s": {}}
+    job = _Job(pool, folder, result, done, labels, seeds, finetune_steps, min_epochs, quiet, resume)
+    for method, cfg in configs.items():
+        job.run_method(method, cfg)
+    if baselines:  # seconds on the protocol's sizes: recomputed by every command, never kept
+        t0 = time.perf_counter()
+        result["baselines"] = _baseline_rows(pool, job.pool_x.cpu(), job.test_x.cpu(), job.test_y, labels, seeds)
+        result["wall_time_s"]["baselines"] = round(time.perf_counter() - t0, 1)
+    result["wall_time_s"]["total"] = round(time.perf_counter() - job.t0, 1)
+    for k, v in previous.get("wall_time_s", {}).items():  # earlier commands' times, for the methods they ran
+        result["wall_time_s"].setdefault(k, v)
+    _write_summaries(result, pool, folder)
+    return result
 
+
+def _check_job(configs: dict[str, RunConfig], labels: list, seeds: list[int]) -> RunConfig:
     if len(seeds) != len(labels):
-        from mnist_ssl.errors import ConfigError
-
         raise ConfigError(f"{len(labels)} label budgets but {len(seeds)} seed counts: give one per budget")
     any_cfg = next(iter(configs.values()))
     if any_cfg.data.pretrain_on != "train":
-        from mnist_ssl.errors import ConfigError
-
         # Silently ignoring it would let a user believe a second protocol ran.
         raise ConfigError("data.pretrain_on does not apply to label-efficiency: it always pretrains on its "
                           "pool (every training image of the chosen classes outside the test sample)")
-    setup_threads(any_cfg.threads)
-    device = resolve_device(any_cfg.device)
-    pool = load_pool(any_cfg, device)
-    results_path = out / "results.json"
-    done: dict[tuple, dict] = {}
-    kept: list[dict] = []  # rows of methods not run now (a job split over several commands)
-    previous: dict = {}  # the results.json --resume found; this command writes its own as it goes
-    if resume and results_path.exists():
-        previous = json.loads(results_path.read_text())
-        _check_resumable(previous, results_path, dataclasses.asdict(any_cfg.data),
-                         {"finetune_steps": finetune_steps, "finetune_min_epochs": min_epochs})
-        for r in previous["rows"]:
-            done[(r["method"], r["k"], r["seed"])] = r
-            if r["method"] not in configs:
-                kept.append(r)
-    result = {"schema": SCHEMA, "command": command, "data": dataclasses.asdict(any_cfg.data), "source": pool.source, "classes": pool.classes,
-              "pool_images": int(len(pool.images)), "test_images": int(len(pool.test_images)),
-              "labels_per_class": [("all" if k is None else k) for k in labels], "seeds": seeds,
-              "finetune_steps": finetune_steps, "finetune_min_epochs": min_epochs,
-              "pretrain": {m: {"epochs": c.pretrain.epochs, "batch_size": c.pretrain.batch_size}
-                           for m, c in configs.items()},
-              "threads": any_cfg.threads, "rows": kept, "wall_time_s": {}}
-    say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
-    t_job = time.perf_counter()
-    pool_x = pool.images.float() / 255.0
-    test_x = pool.test_images.float() / 255.0
-    test_y = pool.test_labels.cpu().numpy()
-    for method, cfg in configs.items():
-        spec = get_method(method)
-        t0 = time.perf_counter()
-        ckpt = out / "pretrained" / f"{method}.safetensors"
-        if spec.build is not None and resume and ckpt.exists():
-            encoder, meta = load_encoder(ckpt)  # format, hash and JSON checked: bad files are one line
-            _check_pretrained(meta, ckpt, cfg)
-            encoder = encoder.to(device)
-            say(f"== {method}: pretrained encoder from {ckpt}")
-        else:
-            say(f"== {method}: pretraining on {len(pool.images)} images without labels"
-                if spec.build is not None else f"== {method}: no pretraining")
-            encoder = pretrain(cfg, pool, out / "pretrained", quiet)
-            if spec.build is not None:
-                result["wall_time_s"][f"{method}/pretrain"] = round(time.perf_counter() - t0, 1)
-        feats = feats_test = None  # frozen features of a pretrained encoder serve every (k, seed)
-        for k, n_seeds in zip(labels, seeds):
-            for s in range(n_seeds):
-                key = (method, "all" if k is None else k, s)
-                if key in done:
-                    result["rows"].append(done[key])
-                    continue
-                t1 = time.perf_counter()
-                idx = labelled_subset(pool.labels, k, s)
-                if spec.build is None:  # from scratch: a fresh encoder per seed
-                    seed_everything(s)
-                    enc = ViTEncoder(cfg.model).to(device)
-                    f_tr, f_te = extract_features(enc, pool_x[idx]), extract_features(enc, test_x)
-                else:
-                    enc = encoder
-                    if feats is None:
-                        feats, feats_test = extract_features(encoder, pool_x), extract_features(encoder, test_x)
-                    f_tr, f_te = feats[idx], feats_test
-                probe = linear_probe(f_tr, pool.labels[idx], f_te, test_y, C=cfg.eval.probe_c)["accuracy"]
-                y = torch.as_tensor(pool.labels[idx], device=device)
-                acc, epochs = finetune_and_test(cfg, enc, pool.images[torch.as_tensor(idx, device=device)], y,
-                                                pool, s, finetune_steps, min_epochs)
-                row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(idx)),
-                       "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs,
-                       "time_s": round(time.perf_counter() - t1, 2)}
-                result["rows"].append(row)
-                say(f"{method:12s} k={key[1]!s:>4} seed {s}: fine-tune {100 * acc:6.2f}%  "
-                    f"probe {100 * probe:6.2f}%  ({row['time_s']:.0f} s)")
-                result["wall_time_s"]["total"] = round(time.perf_counter() - t_job, 1)
-                atomic_write_text(results_path, json.dumps(result, indent=2))
-    if baselines:  # seconds on the protocol's sizes: recomputed by every command, never kept
-        t0 = time.perf_counter()
-        result["baselines"] = _baseline_rows(pool, pool_x.cpu(), test_x.cpu(), test_y, labels, seeds)
-        result["wall_time_s"]["baselines"] = round(time.perf_counter() - t0, 1)
-    result["wall_time_s"]["total"] = round(time.perf_counter() - t_job, 1)
-    for k, v in previous.get("wall_time_s", {}).items():  # earlier commands' times, for the methods they ran
-        result["wall_time_s"].setdefault(k, v)
+    return any_cfg
+
+
+def _previous_rows(folder: LabelEfficiencyDir, any_cfg: RunConfig, budget: dict,
+                   resume: bool) -> tuple[dict, dict[tuple, dict]]:
+    """The results.json --resume found (checked against this command) and its rows by (method, k, seed)."""
+    if not (resume and folder.results.exists()):
+        return {}, {}
+    previous = json.loads(folder.results.read_text())
+    _check_resumable(previous, folder.results, dataclasses.asdict(any_cfg.data), budget)
+    return previous, {(r["method"], r["k"], r["seed"]): r for r in previous["rows"]}
+
+
+def _write_summaries(result: dict, pool: Pool, folder: LabelEfficiencyDir) -> None:
     result["summary"] = summarise(result["rows"])
     result["baseline_summary"] = summarise_baselines(result.get("baselines", []))
     result["margins_at_10"] = margins(result["summary"], 10)
-    atomic_write_text(results_path, json.dumps(result, indent=2))
+    atomic_write_text(folder.results, json.dumps(result, indent=2))
     table = format_table(result)
-    atomic_write_text(out / "table.md", table + "\n")
-    write_plots(result, len(pool.images) // len(pool.classes), out)
+    atomic_write_text(folder.table, table + "\n")
+    write_plots(result, len(pool.images) // len(pool.classes), folder)
     print(table)
-    return result
+
+
+class _Job:
+    """The rows of one label-efficiency command: per method, an encoder, then every (k, seed)."""
+
+    def __init__(self, pool: Pool, folder: LabelEfficiencyDir, result: dict, done: dict, labels: list,
+                 seeds: list[int], finetune_steps: int, min_epochs: int, quiet: bool, resume: bool) -> None:
+        self.pool, self.folder, self.result, self.done = pool, folder, result, done
+        self.labels, self.seeds, self.steps, self.min_epochs = labels, seeds, finetune_steps, min_epochs
+        self.quiet, self.resume = quiet, resume
+        self.t0 = time.perf_counter()
+        self.pool_x = pool.images.float() / 255.0
+        self.test_x = pool.test_images.float() / 255.0
+        self.test_y = pool.test_labels.cpu().numpy()
+
+    def say(self, text: str) -> None:
+        stages.say(text, self.quiet)
+
+    def encoder(self, method: str, cfg: RunConfig) -> ViTEncoder:
+        """The method's pretrained encoder: kept by --resume (checked), or pretrained now."""
+        pretrains = get_method(method).build is not None
+        ckpt = self.folder.pretrained_weights(method)
+        if pretrains and self.resume and ckpt.exists():
+            encoder, meta = load_encoder(ckpt)  # format, hash and JSON checked: bad files are one line
+            _check_pretrained(meta, ckpt, cfg)
+            self.say(f"== {method}: pretrained encoder from {ckpt}")
+            return encoder.to(self.pool.images.device)
+        self.say(f"== {method}: pretraining on {len(self.pool.images)} images without labels"
+                 if pretrains else f"== {method}: no pretraining")
+        t0 = time.perf_counter()
+        encoder = pretrain(cfg, self.pool, self.folder, self.quiet)
+        if pretrains:
+            self.result["wall_time_s"][f"{method}/pretrain"] = round(time.perf_counter() - t0, 1)
+        return encoder
+
+    def run_method(self, method: str, cfg: RunConfig) -> None:
+        from mnist_ssl.evaluation.probe import extract_features
+
+        encoder = self.encoder(method, cfg)
+        feats = feats_test = None  # frozen features of a pretrained encoder serve every (k, seed)
+        for k, n_seeds in zip(self.labels, self.seeds):
+            for s in range(n_seeds):
+                key = (method, "all" if k is None else k, s)
+                if key in self.done:
+                    self.result["rows"].append(self.done[key])
+                    continue
+                idx = labelled_subset(self.pool.labels, k, s)
+                if get_method(method).build is None:  # from scratch: a fresh encoder per seed
+                    seed_everything(s)
+                    enc = ViTEncoder(cfg.model).to(self.pool.images.device)
+                    f_tr, f_te = extract_features(enc, self.pool_x[idx]), extract_features(enc, self.test_x)
+                else:
+                    enc = encoder
+                    if feats is None:
+                        feats, feats_test = extract_features(encoder, self.pool_x), extract_features(encoder, self.test_x)
+                    f_tr, f_te = feats[idx], feats_test
+                self.row(method, cfg, key, idx, enc, f_tr, f_te)
+
+    def row(self, method: str, cfg: RunConfig, key: tuple, idx: np.ndarray, enc, f_tr, f_te) -> None:
+        """One (method, k, seed): the linear probe on frozen features, then fine-tuning; saved at once."""
+        from mnist_ssl.evaluation.probe import linear_probe
+
+        t1 = time.perf_counter()
+        pool, s = self.pool, key[2]
+        probe = linear_probe(f_tr, pool.labels[idx], f_te, self.test_y, C=cfg.eval.probe_c)["accuracy"]
+        device = pool.images.device
+        y = torch.as_tensor(pool.labels[idx], device=device)
+        acc, epochs = finetune_and_test(cfg, enc, pool.images[torch.as_tensor(idx, device=device)], y,
+                                        pool, s, self.steps, self.min_epochs)
+        row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(idx)),
+               "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs,
+               "time_s": round(time.perf_counter() - t1, 2)}
+        self.result["rows"].append(row)
+        self.say(f"{method:12s} k={key[1]!s:>4} seed {s}: fine-tune {100 * acc:6.2f}%  "
+                 f"probe {100 * probe:6.2f}%  ({row['time_s']:.0f} s)")
+        self.result["wall_time_s"]["total"] = round(time.perf_counter() - self.t0, 1)
+        atomic_write_text(self.folder.results, json.dumps(self.result, indent=2))
 
 
 # ----- summaries ------------------------------------------------------------------
@@ -388,11 +403,11 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_plots(result: dict, all_per_class: int, out: Path) -> None:
+def write_plots(result: dict, all_per_class: int, folder: LabelEfficiencyDir) -> None:
     from mnist_ssl.report.plots import plot_accuracy_vs_labels
 
     summ = result.get("summary") or summarise(result["rows"])
-    for part, name in (("finetune", "accuracy_vs_labels.png"), ("probe", "probe_vs_labels.png")):
+    for part in ("finetune", "probe"):
         table = {m: {(all_per_class if k == "all" else int(k)): (c[part]["mean"], c[part]["std"])
                      for k, c in cells.items()} for m, cells in summ.items()}
         if part == "finetune":  # the raw-pixel baselines beside the fine-tuned ViTs
@@ -400,4 +415,4 @@ def write_plots(result: dict, all_per_class: int, out: Path) -> None:
             for baseline, cells in base.items():
                 table[BASELINE_NAMES.get(baseline, baseline)] = {
                     (all_per_class if k == "all" else int(k)): (c["mean"], c["std"]) for k, c in cells.items()}
-        plot_accuracy_vs_labels(table, str(out / name))
+        plot_accuracy_vs_labels(table, str(folder.plot(part)))

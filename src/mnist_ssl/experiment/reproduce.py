@@ -1,0 +1,259 @@
+"""``mnist-ssl reproduce``: every method x seed on paired samples, baselines, metrics.json, report.
+
+Seed k draws one train/test sample used by every method and baseline (a paired comparison).
+The job is a plan (:mod:`scheduler`): for each seed its runs, then its raw-pixel baselines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mnist_ssl.engine.callbacks import ProgressBar, TrainingInterrupted
+from mnist_ssl.engine.checkpoint import atomic_write_text
+from mnist_ssl.errors import ConfigError
+from mnist_ssl.experiment.rundir import JobDir, RunDir
+from mnist_ssl.experiment.scheduler import JobStopped, LocalTask, RunTask, StopFlag, schedule
+from mnist_ssl.objectives.registry import METHODS, RunConfig, get_method
+from mnist_ssl.report.schema import SCHEMA_ID
+
+
+def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first_seed: int = 0,
+              baselines: bool = True, quiet: bool = False, resume: bool = False, command: str = "",
+              report: bool = True, jobs: int = 1) -> dict:
+    """Run each method in ``configs`` for seeds first_seed..first_seed+seeds-1 into ``out``.
+
+    With ``resume``, finished runs (a metrics.json present) are kept and an unfinished run
+    continues from the state saved at the end of its last completed epoch. A stop request
+    (SIGINT/SIGTERM) ends the job at the next batch: what is saved stays, metrics.json says
+    ``"complete": false``, and :class:`TrainingInterrupted` is raised after the resume command
+    is printed. ``jobs`` > 1 runs the (method, seed) runs in that many worker processes at once;
+    the results, and their order in metrics.json, are those of ``jobs=1``.
+    """
+    from mnist_ssl.experiment.runtime import setup_threads
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be an integer >= 1")
+    job = JobDir(out)
+    any_cfg = next(iter(configs.values()))
+    setup_threads(any_cfg.threads)
+    seed_list = list(range(first_seed, first_seed + seeds))
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    plan, kept, total = _plan(configs, job, seed_list, baselines, resume)
+    progress = ProgressBar(total, enabled=None if not quiet else False)
+    progress.advance(sum(kept.values()))
+    t_job = time.perf_counter()
+    interrupted = None
+    results: list = []
+    with StopFlag() as stop:
+        try:
+            results = schedule(plan, jobs=jobs, stop=stop, progress=progress, quiet=quiet, resume=resume,
+                               on_run_done=lambda task, m: _relative_checkpoint(m, task.run, job))
+        except JobStopped as e:
+            interrupted, results = e, e.results
+        finally:
+            progress.close()
+    runs = [r for item, r in zip(plan, results) if not isinstance(item, LocalTask) and r is not None]
+    base_rows = [row for item, r in zip(plan, results) if isinstance(item, LocalTask) and r for row in r]
+    metrics = {
+        "schema": SCHEMA_ID,
+        "command": command,
+        "created": started,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(time.perf_counter() - t_job, 2),
+        "complete": interrupted is None,
+        "versions": versions(),
+        "machine": machine(any_cfg.threads),
+        "seeds": seed_list,
+        "config": {m: c.to_dict() for m, c in configs.items()},
+        "runs": runs,
+        "baselines": base_rows,
+    }
+    atomic_write_text(job.metrics, json.dumps(metrics, indent=2))
+    if report and runs:
+        from mnist_ssl.report.report import build_report
+
+        build_report(out)
+    if not quiet or interrupted is None:
+        print(summary_table(metrics))
+    if interrupted is not None:
+        print(interrupted_message(interrupted, out, command), file=sys.stderr)
+        raise interrupted
+    return metrics
+
+
+def _plan(configs: dict[str, RunConfig], job: JobDir, seed_list: list[int], baselines: bool,
+          resume: bool) -> tuple[list, dict, int]:
+    """The job's items in the order one process takes them: per seed, each method's run (a
+    finished run kept by ``resume`` is its metrics, checked before anything starts), then the
+    seed's baselines. -> (plan, {slot: steps of a kept run}, total steps)."""
+    any_cfg = next(iter(configs.values()))
+    n_train = len(any_cfg.data.classes or range(10)) * (any_cfg.data.train_per_class or 500)
+    plan: list = []
+    kept: dict[int, int] = {}
+    total = 0
+    for seed in seed_list:
+        for method, base_cfg in configs.items():
+            cfg = RunConfig.from_dict(dataclasses.replace(base_cfg, seed=seed).to_dict())  # a deep copy
+            task = RunTask(method, seed, cfg, job.run(method, seed),
+                           _steps(cfg, n_train, get_method(method).build is not None))
+            total += task.steps
+            done = _finished_run(cfg, task.run, job) if resume else None
+            if done is not None:
+                kept[len(plan)] = task.steps
+            plan.append(done if done is not None else task)
+        if baselines:
+            plan.append(LocalTask(f"the baselines, seed {seed}",
+                                  lambda seed=seed: _baselines(configs, job, seed, resume),
+                                  kept=lambda seed=seed: resume and job.baselines(seed).exists()))
+    return plan, kept, total
+
+
+def _steps(cfg: RunConfig, n_train: int, has_pretrain: bool) -> int:
+    per = lambda o: o.epochs * ((n_train + o.batch_size - 1) // o.batch_size)  # noqa: E731
+    return (per(cfg.pretrain) if has_pretrain else 0) + per(cfg.finetune)
+
+
+def _relative_checkpoint(metrics: dict, run: RunDir, job: JobDir) -> dict:
+    """A run's metrics with its checkpoint path relative to the job folder, so that
+    metrics.json reads the same whether a run finished now or was kept by --resume, and
+    after the job folder moved (a run folder's own metrics.json holds the path it was
+    written with)."""
+    return {**metrics, "checkpoint": job.relative_checkpoint(run, metrics["checkpoint"])}
+
+
+def _finished_run(cfg: RunConfig, run: RunDir, job: JobDir) -> dict | None:
+    """The metrics of a run that --resume keeps (None: not finished), after checking that it
+    was made with this command's settings: a job must not mix runs of two configs."""
+    from mnist_ssl.engine.resume import normalised_config, refuse_other_config
+    from mnist_ssl.experiment.run import complete_finished_run
+
+    if not run.metrics.exists():
+        return None
+    try:
+        saved = json.loads(run.config.read_text())
+        metrics = json.loads(run.metrics.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--resume: {run.path} has no readable config.json/metrics.json ({e.__class__.__name__}); "
+                          "start this run again with --overwrite") from None
+    refuse_other_config(normalised_config(saved), cfg.to_dict(), run.path, "was made with")
+    complete_finished_run(cfg, run, metrics)
+    return _relative_checkpoint(metrics, run, job)
+
+
+def _baselines(configs: dict[str, RunConfig], job: JobDir, seed: int, resume: bool) -> list[dict]:
+    """One seed's raw-pixel baselines (kept from an earlier job with ``resume``), on the sample
+    of the seed's runs: the first method's, or the last whose classes differ (the sample a
+    one-process job holds when it reaches the baselines). Loaded on the CPU: only sklearn uses it."""
+    import torch
+
+    from mnist_ssl.evaluation.baselines import run_baselines
+    from mnist_ssl.experiment.data import prepare_data
+
+    path = job.baselines(seed)
+    if resume and path.exists():
+        return json.loads(path.read_text())
+    data_cfg = None
+    for base_cfg in configs.values():
+        cfg = RunConfig.from_dict(dataclasses.replace(base_cfg, seed=seed).to_dict())
+        if data_cfg is None or list(data_cfg.data.classes or range(10)) != list(cfg.data.classes or range(10)):
+            data_cfg = cfg
+    data = prepare_data(data_cfg, torch.device("cpu"))
+    rows = run_baselines(data.train_images.float() / 255, data.train_targets,
+                         data.test_images.float() / 255, data.test_targets, data.classes)
+    for r in rows:
+        r["seed"] = seed
+    atomic_write_text(path, json.dumps(rows, indent=2))
+    return rows
+
+
+def versions() -> dict:
+    import numpy
+    import sklearn
+    import torch
+
+    from mnist_ssl import __version__
+
+    return {"mnist_ssl": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "scikit-learn": sklearn.__version__}
+
+
+def machine(threads: int) -> dict:
+    import os
+
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": threads,
+            # The vector kernels torch picked (e.g. AVX2, AVX512): runs on CPUs at different
+            # levels round differently and can differ by a test image or two (docs/reliability.md).
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def interrupted_message(e: TrainingInterrupted, out: Path, command: str) -> str:
+    """What was kept, and the command that continues the job."""
+    kept = f"finished runs are kept in {out}"
+    for run_e, task in getattr(e, "stopped", None) or []:
+        if run_e.phase not in ("pretrain", "finetune"):
+            continue
+        who = f"{task.method} seed {task.seed}"
+        if run_e.saved_epoch > 0:
+            kept += f"; {who} continues after {run_e.phase} epoch {run_e.saved_epoch} ({task.run.path})"
+        elif run_e.phase == "finetune" and get_method(task.method).build is not None:
+            kept += f"; {who} keeps its pretraining and starts fine-tuning again"
+        else:
+            kept += f"; {who} starts again"
+    command = command or "mnist-ssl reproduce --out " + str(out)
+    if " --resume " not in f"{command} ":
+        command += " --resume"
+    return f"Interrupted: {kept}. Continue with: {command}"
+
+
+def summary_table(metrics: dict) -> str:
+    """The terminal's closing table: method x (fine-tune, linear probe, kNN), mean ± std over seeds."""
+    from mnist_ssl.evaluation.metrics import summary
+
+    def fmt(values: list[float]) -> str:
+        if not values:
+            return "-"
+        s = summary([100 * v for v in values])
+        return f"{s['mean']:.2f} ± {s['std']:.2f}" if s["n"] > 1 else f"{s['mean']:.2f}"
+
+    rows = ["| method | fine-tune % | with TTA % | linear probe % | kNN % | document % | seeds |",
+            "|---|---|---|---|---|---|---|"]
+    for m, rs in _by_method(metrics["runs"]).items():
+        doc = METHODS[m].document_accuracy if m in METHODS else None
+        rows.append(f"| {m} | {fmt([r['accuracy'] for r in rs])} | "
+                    f"{fmt([r['tta']['accuracy'] for r in rs if r.get('tta')])} | "
+                    f"{fmt([r['linear_probe']['accuracy'] for r in rs if 'linear_probe' in r])} | "
+                    f"{fmt([r['knn']['accuracy'] for r in rs if 'knn' in r])} | "
+                    f"{'-' if doc is None else f'{doc:.2f}'} | {len(rs)} |")
+    for m, rs in _by_method(metrics["baselines"]).items():
+        rows.append(f"| {m} (raw pixels) | {fmt([r['accuracy'] for r in rs])} | - | - | - | - | {len(rs)} |")
+    n_test = metrics["runs"][0]["n_test"] if metrics["runs"] else 0
+    return "\n".join(rows) + f"\n({n_test} test images per seed; wall time {metrics['wall_time_s']} s)"
+
+
+def _by_method(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["method"], []).append(r)
+    return out

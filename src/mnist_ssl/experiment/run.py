@@ -1,0 +1,254 @@
+"""One (method, seed) run through the stages, into a :class:`RunDir`; and the runs of the
+single-stage commands (``pretrain``, ``finetune``, ``evaluate``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mnist_ssl.engine import distributed
+from mnist_ssl.engine.checkpoint import atomic_write_text, load_classifier, load_encoder
+from mnist_ssl.engine.resume import check_same_config, clear_train_state, load_train_state
+from mnist_ssl.errors import CheckpointError, ConfigError
+from mnist_ssl.experiment import stages
+from mnist_ssl.experiment.data import RunData, load_test_sample, prepare_data
+from mnist_ssl.experiment.rundir import RunDir
+from mnist_ssl.experiment.runtime import seed_everything, setup, setup_threads
+from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
+from mnist_ssl.objectives.registry import RunConfig, get_method
+
+
+def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
+                   progress=None, stop_requested: Callable[[], bool] = lambda: False,
+                   data: RunData | None = None, encoder: ViTEncoder | None = None,
+                   resume: bool = False) -> dict:
+    """Pretrain (if the method does and no ``encoder`` is given), fine-tune, evaluate.
+
+    Writes everything under ``run_dir`` and returns this run's metrics (the
+    RunMetrics of docs/design.md). ``resume``: continue from the state saved at
+    the end of the last completed epoch (``resume.json``), if there is one; the
+    result is bit-identical to an uninterrupted run on the CPU.
+    """
+    cfg.validate()
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    device = setup(cfg)
+    saved = _saved_state(cfg, run) if resume and encoder is None else None
+    phase = saved["meta"]["phase"] if saved is not None else None
+    seed_everything(cfg.seed)
+    t_start = time.perf_counter()
+    data = data if data is not None else prepare_data(cfg, device)
+    atomic_write_text(run.config, cfg.to_json())
+    _start_log(run, saved)
+    times: dict[str, float] = {}
+    kw = dict(quiet=quiet, progress=progress, stop_requested=stop_requested)
+    if encoder is None:
+        encoder = _pretrained_encoder(cfg, run, data, saved, times, **kw)
+    t0 = time.perf_counter()
+    frozen = stages.frozen(cfg, encoder, data, run.features)
+    frozen_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    classifier = ViTClassifier(encoder, len(data.classes)).to(data.train_images.device)
+    stages.finetune(cfg, cfg.finetune, classifier, data.train_images, data.train_targets, cfg.seed,
+                    callbacks=stages.run_callbacks(cfg, run.log, "Train Loss", quiet, progress),
+                    stop_requested=stop_requested, resume=saved if phase == "finetune" else None)
+    times["finetune"] = time.perf_counter() - t0
+    ckpt = stages.save_finetuned(cfg, classifier, run.finetuned, data.classes)
+    t0 = time.perf_counter()
+    metrics, probs = stages.evaluate(classifier, data.test_images, data.test_targets, data.classes)
+    stages.save_predictions(run.predictions, probs, data.test_targets, data.test_images)
+    tta = stages.tta(cfg, classifier, data.test_images, data.test_targets)
+    times["eval"] = time.perf_counter() - t0 + frozen_time
+    times["total"] = time.perf_counter() - t_start
+    metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **frozen, "tta": tta,
+               "checkpoint": str(ckpt), "wall_time_s": {k: round(v, 3) for k, v in times.items()}}
+    _finish(cfg, run, metrics, data.classes, quiet, progress)
+    return metrics
+
+
+def _start_log(run: RunDir, saved: dict | None) -> None:
+    """A fresh run starts without resume state or log; a resumed one with the log as it was saved."""
+    if saved is None:
+        clear_train_state(run.path)
+        run.log.unlink(missing_ok=True)
+    else:
+        atomic_write_text(run.log, "".join(line + "\n" for line in saved["meta"]["log"]))
+
+
+def _pretrained_encoder(cfg: RunConfig, run: RunDir, data: RunData, saved: dict | None, times: dict,
+                        *, quiet: bool, progress, stop_requested) -> ViTEncoder:
+    """The run's pretrained encoder: pretrained now (continuing a saved pretraining state), or,
+    when pretraining had finished before a stop, loaded from its checkpoint."""
+    device = data.train_images.device
+    encoder = ViTEncoder(cfg.model).to(device)
+    if saved is not None and saved["meta"]["phase"] == "finetune":
+        if get_method(cfg.method).build is not None:
+            encoder = load_encoder(run.pretrained_weights)[0].to(device)
+            records = [json.loads(line) for line in saved["meta"]["log"]]
+            times["pretrain"] = sum(r.get("time_s", 0.0) for r in records if r.get("phase") == "pretrain")
+        return encoder
+    t0 = time.perf_counter()
+    objective = stages.pretrain(
+        cfg, encoder, data.pretrain_images, stop_requested=stop_requested, resume=saved,
+        callbacks=lambda label: stages.run_callbacks(cfg, run.log, label, quiet, progress))
+    if objective is None:
+        return encoder
+    times["pretrain"] = time.perf_counter() - t0
+    if distributed.is_main():
+        stages.save_pretrained(cfg, objective, run.pretrained, data.classes)
+        stages.pretraining_figure(cfg, objective, data.test_images, run.figure)
+    return encoder
+
+
+def _finish(cfg: RunConfig, run: RunDir, metrics: dict, classes: list[int], quiet: bool, progress) -> None:
+    """Print the result, write metrics.json (the mark of a finished run), drop the resume state,
+    draw the loss curves and the confusion matrix."""
+    from mnist_ssl.evaluation.metrics import format_confusion
+    from mnist_ssl.report.plots import plot_confusion, plot_loss_curves
+
+    tta = metrics["tta"]
+    tta_line = "" if tta is None else \
+        f"\nTest Accuracy with test-time augmentation ({tta['views']} copies): {100 * tta['accuracy']:.2f}%"
+    stages.say(f"Test Accuracy: {100 * metrics['accuracy']:.2f}%{tta_line}\nConfusion Matrix:\n"
+               f"{format_confusion(np.array(metrics['confusion']))}", quiet, progress)
+    atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
+    clear_train_state(run.path)  # the run is finished: metrics.json marks it
+    history = [json.loads(line) for line in run.log.read_text().splitlines() if line.strip()]
+    plot_loss_curves({p: [r["loss"] for r in history if r["phase"] == p] for p in ("pretrain", "finetune")},
+                     str(run.loss_curve), f"{cfg.method}, seed {cfg.seed}")
+    plot_confusion(np.array(metrics["confusion"]), classes, str(run.confusion),
+                   f"{cfg.method}, seed {cfg.seed}: {100 * metrics['accuracy']:.2f}%")
+
+
+def _saved_state(cfg: RunConfig, run: RunDir) -> dict | None:
+    """The resumable state of ``run`` (None: start the run afresh), checked against ``cfg``."""
+    saved = load_train_state(run.path)
+    if saved is None:
+        return None
+    check_same_config(saved, cfg.to_dict(), run.path)
+    if saved["meta"]["phase"] == "finetune" and get_method(cfg.method).build is not None \
+            and not run.pretrained_meta.exists():
+        raise CheckpointError(f"cannot resume {run.path}: fine-tuning was saved but pretrained.safetensors "
+                              "is missing; start this run again with --overwrite")
+    return saved
+
+
+def complete_finished_run(cfg: RunConfig, run: RunDir, metrics: dict) -> None:
+    """A run that finished before a measurement existed gets it now, from its fine-tuned
+    checkpoint and its seed's test sample (loaded once for both): the TTA accuracy in its
+    metrics.json and its predictions.npz."""
+    needs_tta = "tta" not in metrics
+    needs_predictions = not run.predictions.exists()
+    if not (needs_tta or needs_predictions):
+        return
+    if needs_tta and cfg.eval.tta_views == 0:  # TTA off: recorded as not measured, nothing to load
+        metrics["tta"] = None
+    if needs_predictions or "tta" not in metrics:
+        setup_threads(cfg.threads)
+        classifier, _ = load_classifier(run.finetuned_weights)
+        images, targets = load_test_sample(cfg)
+        if needs_predictions:
+            stages.save_predictions(run.predictions, stages.probabilities(stages.predict_logits(classifier, images)),
+                                    targets, images)
+        if "tta" not in metrics:
+            metrics["tta"] = stages.tta(cfg, classifier, images, targets)
+    if needs_tta:
+        atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
+
+
+# ----- the single-stage commands ----------------------------------------------
+def pretrain_only(cfg: RunConfig, out_dir: str | Path, *, quiet: bool = False) -> Path:
+    """``mnist-ssl pretrain``: pretrain only; returns the pretrained checkpoint's path."""
+    cfg.validate()
+    if get_method(cfg.method).build is None:
+        raise ConfigError(f"method {cfg.method!r} has no pretraining; use 'mnist-ssl reproduce --methods {cfg.method}'")
+    run = RunDir(out_dir)
+    device = distributed.init_from_env(setup(cfg))  # torchrun: join the group
+    seed_everything(cfg.seed)
+    data = prepare_data(cfg, device)
+    if distributed.is_main():
+        atomic_write_text(run.config, cfg.to_json())
+        run.log.unlink(missing_ok=True)
+    encoder = ViTEncoder(cfg.model).to(device)
+    objective = stages.pretrain(cfg, encoder, data.pretrain_images,
+                                callbacks=lambda label: stages.run_callbacks(cfg, run.log, label, quiet, None))
+    if distributed.is_main():
+        stages.save_pretrained(cfg, objective, run.pretrained, data.classes)
+        stages.pretraining_figure(cfg, objective, data.test_images, run.figure)
+        clear_train_state(run.path)  # `pretrain` does not resume; its per-epoch state is not needed
+    distributed.shutdown()
+    return run.pretrained_weights
+
+
+def load_pretrained(checkpoint: str | Path) -> tuple[ViTEncoder, RunConfig]:
+    """A pretrained encoder (a pretrained.safetensors, or the folder `pretrain --out` wrote) and
+    the run config it was pretrained with."""
+    if Path(checkpoint).is_dir():
+        checkpoint = RunDir(checkpoint).pretrained_weights
+    encoder, meta = load_encoder(checkpoint)
+    saved = RunConfig.from_dict(meta.get("run_config") or RunConfig(method=meta.get("method", "mae")).to_dict())
+    return encoder, saved
+
+
+# Model fields without weights: a loaded encoder can take new values of these.
+RETUNABLE_MODEL_FIELDS = ("dropout", "attn_dropout")
+
+
+def finetune_pretrained(encoder: ViTEncoder, saved: RunConfig, cfg: RunConfig, out_dir: str | Path, *,
+                        quiet: bool = False) -> dict:
+    """``mnist-ssl finetune``: fine-tune and test ``encoder`` with ``cfg`` (the checkpoint's
+    config ``saved`` with the command line on top). Dropout rates the command line changed
+    are applied to the encoder; any architectural change is refused, never ignored."""
+    wanted = cfg.model
+    changed = [f.name for f in fields(wanted) if getattr(wanted, f.name) != getattr(saved.model, f.name)]
+    fixed = [name for name in changed if name not in RETUNABLE_MODEL_FIELDS]
+    if fixed:
+        name = fixed[0]
+        raise ConfigError(f"model.{name}={getattr(wanted, name)!r} (from --set or --config): the checkpoint's "
+                          f"encoder has {name}={getattr(encoder.cfg, name)!r}, which fine-tuning cannot change "
+                          f"(only {', '.join('model.' + n for n in RETUNABLE_MODEL_FIELDS)} can)")
+    if changed:
+        encoder.set_dropout(wanted.dropout, wanted.attn_dropout)
+    cfg.model = encoder.cfg
+    device = setup(cfg)
+    return run_experiment(cfg, out_dir, quiet=quiet, encoder=encoder.to(device))
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, data: str = "embedded", dataset: str = "mnist",
+                        classes: list[int] | None = None, classes_given: bool = False,
+                        test_per_class="keep", all_test: bool = False, seed: int = 0,
+                        threads: int = 1, tta_views: int = 0) -> dict:
+    """``mnist-ssl evaluate``: test a fine-tuned classifier on the test split of ``data``; with
+    ``tta_views`` > 0 also with test-time augmentation (the checkpoint's fine-tuning augmentation)."""
+    from mnist_ssl.config import DataConfig
+    from mnist_ssl.data import class_index, load_test_split
+
+    setup_threads(threads)
+    model, meta = load_classifier(checkpoint)
+    ckpt_classes = list(meta.get("classes") or range(model.cfg.num_classes))
+    wanted = ckpt_classes
+    if classes_given:
+        wanted = list(range(10)) if classes is None else classes
+        foreign = [c for c in wanted if c not in ckpt_classes]
+        if foreign:
+            raise ConfigError(f"--classes: the checkpoint was trained on {ckpt_classes}, "
+                              f"it cannot predict {foreign}")
+    data_cfg = DataConfig(source=data, dataset=dataset, classes=wanted)
+    if test_per_class != "keep":
+        data_cfg.test_per_class = test_per_class
+    data_cfg.validate()
+    split = load_test_split(data_cfg, seed, all_test=all_test)
+    targets = class_index(split.labels, ckpt_classes)
+    result, _ = stages.evaluate(model, split.images, targets, ckpt_classes)
+    result["n"] = result["n_test"]
+    result["classes"] = ckpt_classes
+    if tta_views:
+        cfg = RunConfig.from_dict(meta.get("run_config") or {})
+        cfg.seed, cfg.eval.tta_views = seed, tta_views
+        result["tta"] = stages.tta(cfg, model, split.images, targets)
+    return result
