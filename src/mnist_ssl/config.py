@@ -217,6 +217,19 @@ class EvalConfig:
 
 
 @dataclass
+class JobOptions:
+    """How a job with several runs trains them."""
+
+    # Several seeds of one method fine-tuned as one batched model (engine/batched.py): each
+    # run as if alone, up to rounding (within 2 test images a seed, docs/benchmarks.md);
+    # false: one run at a time.
+    batch_models: bool = True
+
+    def validate(self, where: str) -> None:
+        pass
+
+
+@dataclass
 class RunConfigBase:
     """The sections every run has. ``mnist_ssl.objectives.registry.RunConfig`` is this plus one
     section per registered method (``mae``, ``infonce``, ...), declared in the method's module."""
@@ -236,6 +249,7 @@ class RunConfigBase:
         epochs=100, batch_size=8, lr=2e-3, warmup_epochs=1.0, head_init="probe"))
     pretrain_augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(enabled=False))
     finetune_augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(elastic=1.0))
+    run: JobOptions = field(default_factory=JobOptions)
     # The registry's RunConfig adds the methods' sections, then ``eval: EvalConfig`` last.
 
     def validate(self) -> "RunConfigBase":

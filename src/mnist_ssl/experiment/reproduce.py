@@ -18,7 +18,7 @@ from mnist_ssl.engine.callbacks import ProgressBar, TrainingInterrupted
 from mnist_ssl.engine.checkpoint import atomic_write_text
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.experiment.rundir import JobDir, RunDir
-from mnist_ssl.experiment.scheduler import JobStopped, LocalTask, RunTask, StopFlag, schedule
+from mnist_ssl.experiment.scheduler import JobStopped, LocalTask, RunGroup, RunTask, StopFlag, schedule
 from mnist_ssl.objectives.registry import METHODS, RunConfig, get_method
 from mnist_ssl.report.schema import SCHEMA_ID
 
@@ -58,7 +58,10 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
             interrupted, results = e, e.results
         finally:
             progress.close()
-    runs = [r for item, r in zip(plan, results) if not isinstance(item, LocalTask) and r is not None]
+    runs = [m for item, r in zip(plan, results) if not isinstance(item, LocalTask) and r is not None
+            for m in (r if isinstance(item, RunGroup) else [r])]
+    order = {(m, seed): i for i, (seed, m) in enumerate((s, m) for s in seed_list for m in configs)}
+    runs.sort(key=lambda r: order[(r["method"], r["seed"])])  # a one-process job's order, batched or not
     base_rows = [row for item, r in zip(plan, results) if isinstance(item, LocalTask) and r for row in r]
     metrics = {
         "schema": SCHEMA_ID,
@@ -111,7 +114,23 @@ def _plan(configs: dict[str, RunConfig], job: JobDir, seed_list: list[int], base
             plan.append(LocalTask(f"the baselines, seed {seed}",
                                   lambda seed=seed: _baselines(configs, job, seed, resume),
                                   kept=lambda seed=seed: resume and job.baselines(seed).exists()))
-    return plan, kept, total
+    return _batched(plan, configs) if len(seed_list) > 1 else plan, kept, total
+
+
+def _batched(plan: list, configs: dict[str, RunConfig]) -> list:
+    """The plan with each method's unfinished runs (``run.batch_models``, more than one) as one
+    RunGroup, whose fine-tuning shares its steps: the groups first, in the methods' order, then
+    what stays one item (a single run, kept results, the baselines), in the plan's order."""
+    from mnist_ssl.engine.batched import why_not_batched
+
+    groups, rest = [], []
+    for method in configs:
+        tasks = [t for t in plan if isinstance(t, RunTask) and t.method == method]
+        if len(tasks) > 1 and tasks[0].cfg.run.batch_models and why_not_batched([t.cfg for t in tasks]) is None:
+            groups.append(RunGroup(tasks))
+    grouped = {id(t) for g in groups for t in g.tasks}
+    rest = [item for item in plan if id(item) not in grouped]
+    return groups + rest
 
 
 def _steps(cfg: RunConfig, n_train: int, has_pretrain: bool) -> int:

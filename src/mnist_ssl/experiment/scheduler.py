@@ -76,6 +76,47 @@ class RunTask:
 
 
 @dataclass
+class RunGroup:
+    """Several seeds of one method whose fine-tuning shares its steps (engine/batched.py):
+    one plan item, one worker; its result is the list of its runs' metrics."""
+
+    tasks: list
+
+    @property
+    def steps(self) -> int:
+        return sum(t.steps for t in self.tasks)
+
+    @property
+    def method(self) -> str:
+        return self.tasks[0].method
+
+    @property
+    def seed(self) -> str:
+        return ", ".join(str(t.seed) for t in self.tasks)
+
+    @property
+    def label(self) -> str:
+        return f"{self.tasks[0].method}, seeds {', '.join(str(t.seed) for t in self.tasks)} (batched)"
+
+    @property
+    def run(self) -> RunDir:
+        return self.tasks[0].run
+
+
+def execute(item, *, quiet: bool, progress, stop_requested, resume: bool, data=None):
+    """Run a RunTask (-> its metrics) or a RunGroup (-> its runs' metrics)."""
+    if isinstance(item, RunGroup):
+        from mnist_ssl.experiment.batched_runs import run_experiments_batched
+
+        return run_experiments_batched([t.cfg for t in item.tasks], [t.run.path for t in item.tasks], quiet=quiet,
+                                       progress=progress, stop_requested=stop_requested, resume=resume)
+    from mnist_ssl.experiment.run import run_experiment
+
+    return run_experiment(item.cfg, item.run.path, quiet=quiet, progress=progress, stop_requested=stop_requested,
+                          data=data, resume=resume)
+
+
+@dataclass
 class LocalTask:
     """Work done in this process at its place in the plan; ``kept()``: already done earlier
     (--resume), so a stop does not prevent it."""
@@ -113,7 +154,7 @@ class _Schedule:
 
     def __init__(self, plan: list, jobs: int, stop: StopFlag, progress, quiet: bool) -> None:
         self.plan, self.jobs, self.stop, self.progress, self.quiet = plan, jobs, stop, progress, quiet
-        todo = [slot for slot, item in enumerate(plan) if isinstance(item, (LocalTask, RunTask))]
+        todo = [slot for slot, item in enumerate(plan) if isinstance(item, (LocalTask, RunTask, RunGroup))]
         self.pending = deque(todo)
         # Any other item is a result kept from before (--resume).
         self.results: list = [None if slot in todo else item for slot, item in enumerate(plan)]
@@ -175,11 +216,14 @@ class _Schedule:
         except Exception as e:  # noqa: BLE001 - a broken pool or a bug in a worker: stop the others
             status, value = "error", _pool_error(e, task)
         if status == "ok":
-            self.results[slot] = value = on_run_done(task, value)
+            pairs = list(zip(task.tasks, value)) if isinstance(task, RunGroup) else [(task, value)]
+            done = [on_run_done(t, m) for t, m in pairs]
+            self.results[slot] = done if isinstance(task, RunGroup) else done[0]
             self.count(slot, task.steps)
             if self.jobs > 1 and not self.quiet:
-                self.progress.write_line(f"== {task.label}: {100 * value['accuracy']:.2f}% "
-                                         f"({value['wall_time_s']['total']:.0f} s) ==")
+                for t, m in zip([t for t, _ in pairs], done):
+                    self.progress.write_line(f"== {t.label}: {100 * m['accuracy']:.2f}% "
+                                             f"({m['wall_time_s']['total']:.0f} s) ==")
         elif status == "interrupted":
             phase, epoch, message = value
             if phase == "reproduce":  # stopped before it began: it is still to do
@@ -202,7 +246,7 @@ class _Schedule:
                 message = str(self.stopped[0][0])
             else:
                 item = self.plan[self.pending[0]]
-                message = (f"interrupted before {item.label}" if isinstance(item, RunTask)
+                message = (f"interrupted before {item.label}" if isinstance(item, (RunTask, RunGroup))
                            else f"interrupted before {item.name}")
             raise JobStopped(message, self.stopped, self.results)
         return self.results
@@ -256,20 +300,22 @@ class InProcessWorker:
 
     def submit(self, slot: int, task: RunTask) -> Future:
         from mnist_ssl.experiment.data import prepare_data
-        from mnist_ssl.experiment.run import run_experiment
         from mnist_ssl.experiment.runtime import resolve_device
 
         state = self.state
-        key = (task.seed, json.dumps(task.cfg.data.__dict__, sort_keys=True))
-        if key != self._data_key:
-            self._data, self._data_key = prepare_data(task.cfg, resolve_device(task.cfg.device)), key
-        state.started(slot, f"{task.method} seed {task.seed}")
+        if isinstance(task, RunTask):
+            key = (task.seed, json.dumps(task.cfg.data.__dict__, sort_keys=True))
+            if key != self._data_key:
+                self._data, self._data_key = prepare_data(task.cfg, resolve_device(task.cfg.device)), key
+            state.started(slot, f"{task.method} seed {task.seed}")
+        else:
+            state.started(slot, task.label)
         if not state.quiet:
             state.progress.write_line(f"== {task.label} ==")
         future: Future = Future()
-        future.set_result(_run_outcome(lambda: run_experiment(
-            task.cfg, task.run.path, quiet=state.quiet, progress=state.progress, stop_requested=state.stop,
-            data=self._data, resume=self.resume)))
+        future.set_result(_run_outcome(lambda: execute(
+            task, quiet=state.quiet, progress=state.progress, stop_requested=state.stop, resume=self.resume,
+            data=self._data if isinstance(task, RunTask) else None)))
         state.counted[slot] = task.steps  # the run drew its steps on the bar itself
         return future
 
@@ -319,11 +365,13 @@ class PoolWorkers:
         from concurrent.futures import ProcessPoolExecutor
 
         if self.pool is None:
-            n_runs = sum(isinstance(item, RunTask) for item in self.state.plan)
+            n_runs = sum(isinstance(item, (RunTask, RunGroup)) for item in self.state.plan)
             self.pool = ProcessPoolExecutor(max_workers=min(self.jobs, n_runs), mp_context=self.ctx,
                                             initializer=_worker_init, initargs=(self.event, self.messages))
         with _signals_blocked():  # submit() starts the processes
-            return self.pool.submit(_worker_run, task.cfg.to_dict(), str(task.run.path), self.resume, slot)
+            tasks = task.tasks if isinstance(task, RunGroup) else [task]
+            return self.pool.submit(_worker_run, [(t.cfg.to_dict(), str(t.run.path)) for t in tasks],
+                                    isinstance(task, RunGroup), self.resume, slot)
 
     def poll(self) -> None:
         while True:
@@ -403,23 +451,28 @@ def _worker_stop() -> bool:
     return _WORKER["orphaned"] or _WORKER["event"].is_set()
 
 
-def _worker_run(cfg_dict: dict, run_dir: str, resume: bool, slot: int) -> tuple[str, object]:
-    """One (method, seed) run in a worker, as :func:`_run_outcome` reports it."""
-    from mnist_ssl.experiment.run import run_experiment
+def _worker_run(runs: list[tuple[dict, str]], group: bool, resume: bool, slot: int) -> tuple[str, object]:
+    """One (method, seed) run, or a RunGroup of them, in a worker, as :func:`_run_outcome` reports it.
+    runs: (config dict, run folder) of each run."""
+    from mnist_ssl.experiment.rundir import RunDir
     from mnist_ssl.experiment.runtime import setup_threads
     from mnist_ssl.objectives.registry import RunConfig
 
-    cfg = RunConfig.from_dict(cfg_dict)
-    setup_threads(cfg.threads or 1)  # one torch thread per process unless the config says more
+    tasks = []
+    for cfg_dict, run_dir in runs:
+        cfg = RunConfig.from_dict(cfg_dict)
+        tasks.append(RunTask(cfg.method, cfg.seed, cfg, RunDir(run_dir), 0))
+    item = RunGroup(tasks) if group else tasks[0]
+    setup_threads(tasks[0].cfg.threads or 1)  # one torch thread per process unless the config says more
     if _worker_stop():
-        return "interrupted", ("reproduce", 0, f"interrupted before {cfg.method}, seed {cfg.seed}")
+        return "interrupted", ("reproduce", 0, f"interrupted before {item.label}")
     messages = _WORKER["messages"]
-    messages.put(("start", slot, f"{cfg.method} seed {cfg.seed}"))
+    messages.put(("start", slot, item.label))
     progress = _QueueProgress(messages, slot)
     _WORKER["busy"] = True
     try:
-        return _run_outcome(lambda: run_experiment(cfg, run_dir, quiet=True, progress=progress,
-                                                   stop_requested=_worker_stop, resume=resume))
+        return _run_outcome(lambda: execute(item, quiet=True, progress=progress, stop_requested=_worker_stop,
+                                            resume=resume))
     finally:
         _WORKER["busy"] = False
         progress.flush()

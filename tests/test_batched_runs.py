@@ -1,0 +1,69 @@
+"""Several seeds of one method with their fine-tuning batched: the same runs, files and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mnist_ssl.engine.callbacks import TrainingInterrupted
+from mnist_ssl.experiment.batched_runs import run_experiments_batched
+from mnist_ssl.experiment.run import run_experiment
+from mnist_ssl.objectives.registry import RunConfig
+
+
+def tiny(seed: int, method: str = "mae") -> RunConfig:
+    cfg = RunConfig(method=method, seed=seed)
+    cfg.pretrain.epochs, cfg.finetune.epochs = 1, 2
+    cfg.data.train_per_class = cfg.data.test_per_class = 10
+    cfg.eval.tta_views = 1
+    cfg.eval.linear_probe = cfg.eval.knn = False  # not what is tested here; seconds each
+    return cfg
+
+
+def losses(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()
+            if json.loads(line)["phase"] == "finetune"]
+
+
+def test_batched_seeds_give_the_runs_one_at_a_time_give(tmp_path):
+    dirs = [tmp_path / "batched" / f"seed{s}" for s in (0, 1)]
+    got = run_experiments_batched([tiny(0), tiny(1)], dirs, quiet=True)
+    for s, metrics in zip((0, 1), got):
+        alone = run_experiment(tiny(s), tmp_path / "alone" / f"seed{s}", quiet=True)
+        assert metrics["accuracy"] == alone["accuracy"]
+        assert losses(dirs[s]) == pytest.approx(losses(tmp_path / "alone" / f"seed{s}"), rel=1e-5)
+        assert metrics["batched_finetune"] == {"seeds": [0, 1]}
+        for name in ("metrics.json", "finetuned.safetensors", "predictions.npz", "pretrained.safetensors"):
+            assert (dirs[s] / name).exists()
+        assert not (dirs[s] / "resume.json").exists()
+
+
+def test_a_stopped_batched_job_resumes_to_the_same_result(tmp_path):
+    cfgs = lambda: [tiny(0, "supervised"), tiny(1, "supervised")]  # noqa: E731
+    whole = run_experiments_batched(cfgs(), [tmp_path / "whole" / f"seed{s}" for s in (0, 1)], quiet=True)
+    dirs = [tmp_path / "stopped" / f"seed{s}" for s in (0, 1)]
+    polls = iter([False] * 4 + [True])  # 30 images, batch 8: the 5th poll starts epoch 2
+    with pytest.raises(TrainingInterrupted):
+        run_experiments_batched(cfgs(), dirs, quiet=True, stop_requested=lambda: next(polls, True))
+    assert all(json.loads((d / "resume.json").read_text())["epoch"] == 1 for d in dirs)
+    resumed = run_experiments_batched(cfgs(), dirs, quiet=True, resume=True)
+    for a, b, d, w in zip(resumed, whole, dirs, [tmp_path / "whole" / f"seed{s}" for s in (0, 1)]):
+        assert a["accuracy"] == b["accuracy"]
+        assert losses(d) == losses(w)
+
+
+def test_reproduce_batches_the_seeds_of_a_method_unless_told_not_to(tmp_path):
+    from mnist_ssl.experiment.reproduce import reproduce
+
+    jobs = {}
+    for batch in (True, False):
+        cfg = tiny(0, "supervised")
+        cfg.run.batch_models = batch
+        jobs[batch] = reproduce({"supervised": cfg}, tmp_path / str(batch), seeds=2, baselines=False,
+                                quiet=True, report=False)
+    batched, alone = jobs[True]["runs"], jobs[False]["runs"]
+    assert [(r["method"], r["seed"]) for r in batched] == [("supervised", 0), ("supervised", 1)]
+    assert [r["batched_finetune"] for r in batched] == [{"seeds": [0, 1]}] * 2
+    assert all("batched_finetune" not in r for r in alone)
+    assert [r["accuracy"] for r in batched] == [r["accuracy"] for r in alone]
