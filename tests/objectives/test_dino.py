@@ -301,3 +301,32 @@ def test_figure_shows_the_images_a_global_and_a_local_crop(mode):
     assert all(a.shape == (3, 28, 28) for a in arrays.values())
     if mode == "window":  # only the window's 2 x 2 patches of 7 x 7 pixels are shown
         assert ((arrays["view2"] != 0).reshape(3, -1).sum(1) <= 4 * 49).all()
+
+
+def test_registered_with_its_section_preset_and_views_figure():
+    from mnist_ssl.objectives.registry import RunConfig, build_objective, get_method
+
+    spec = get_method("dino")
+    assert spec.section == "dino" and spec.config is DINOConfig and spec.figure == "views"
+    cfg = RunConfig(method="dino")
+    cfg.model = TINY
+    cfg.dino = small(local_crops=1)
+    cfg.validate()
+    obj = build_objective(cfg, ViTEncoder(cfg.model))
+    assert isinstance(obj, DINO) and obj.views == 3 and obj.loss_label == "DINO Loss"
+    assert spec.preset["pretrain_augment"]["enabled"] and spec.preset["pretrain"]["grad_clip"] == 3.0
+
+
+def test_the_engine_calls_after_step_and_other_objectives_do_not_need_it():
+    from mnist_ssl.engine.loop import train
+
+    images = (torch.rand(10, 1, 28, 28) * 255).to(torch.uint8)
+    obj = DINO(ViTEncoder(TINY), small(local_crops=1, final_encoder="teacher"))
+    calls = []
+    original = obj.after_step
+    obj.after_step = lambda step, total: (calls.append((step, total)), original(step, total))
+    train(obj, images, None, OptimConfig(epochs=2, batch_size=4), phase="pretrain")
+    assert calls == [(k, 6) for k in range(1, 7)]  # 3 steps an epoch, 2 epochs
+    # after the last step the shared encoder holds the teacher's weights
+    for ps, pt in zip(obj.encoder.parameters(), obj.teacher_encoder.parameters()):
+        torch.testing.assert_close(ps, pt)

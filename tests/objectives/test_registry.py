@@ -40,7 +40,7 @@ def test_objective_interface(method):
     enc = ViTEncoder(cfg.model)
     obj = build_objective(cfg, enc)
     assert isinstance(obj, Objective)
-    assert obj.views in (1, 2)
+    assert obj.views >= 1  # DINO asks for its global + local crops
     out = obj(make_views(cfg, 6, obj.views))
     assert isinstance(out, ObjectiveOutput)
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)

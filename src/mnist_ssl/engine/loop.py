@@ -146,6 +146,10 @@ def train(
 
         restore_train_state(state, resume)
     n_views = getattr(module, "views", 1)
+    # An objective's own per-step update after the optimiser's (DINO's EMA teacher), with the
+    # completed steps and the phase's total; objectives without one train exactly as before.
+    after_step = getattr(module, "after_step", None)
+    total_steps = cfg.epochs * steps_per_epoch
     params = [p for p in module.parameters() if p.requires_grad]
     guard = FiniteGuard(phase, device)
     delay = _step_delay()
@@ -177,6 +181,8 @@ def train(
             for k, v in out.terms.items():
                 term_sums[k] = term_sums.get(k, 0) + v.detach().float() * b
             state.step += 1
+            if after_step is not None:
+                after_step(state.step, total_steps)
             for cb in callbacks:
                 cb.on_step(state)
             if delay:

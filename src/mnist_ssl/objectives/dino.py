@@ -390,17 +390,9 @@ class DINO(Objective):
         first = lambda x: x[:, 0].cpu().numpy()
         return {"original": first(images), "view1": first(globals_[0]), "view2": first(local)}
 
-    @torch.no_grad()
-    def visualize(self, images: torch.Tensor, path: str) -> None:
-        """Write :meth:`figure` as the views grid."""
-        from mnist_ssl.report.plots import plot_views
-
-        arrays = self.figure(images)
-        plot_views(arrays["original"], arrays["view1"], arrays["view2"], path)
-
 
 def build(encoder: ViTEncoder, cfg) -> DINO:
     from mnist_ssl.data.augment import Augmenter
 
     augment = Augmenter(cfg.pretrain_augment) if cfg.pretrain_augment.enabled else None
-    return DINO(encoder, getattr(cfg, "dino", None) or DINOConfig(), augment_for_figure=augment)
+    return DINO(encoder, cfg.dino, augment_for_figure=augment)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from mnist_ssl.config import EvalConfig, RunConfigBase
 from mnist_ssl.errors import ConfigError
-from mnist_ssl.objectives import infonce, mae, mae_infonce, videomae
+from mnist_ssl.objectives import dino, infonce, mae, mae_infonce, videomae
 
 
 @dataclass(frozen=True)
@@ -39,15 +39,16 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in [
         MethodSpec("mae", mae.build, "masked autoencoder ViT (chapter 1)", "mae", mae.MAEConfig,
-                   99.00, figure="reconstruction"),
+                   99.00, figure="reconstruction", preset=mae.PRESET),
         MethodSpec("infonce", infonce.build, "contrastive ViT, InfoNCE between CLS tokens of two views (chapter 2)",
                    "infonce", infonce.InfoNCEConfig, 98.67, figure="views", preset=infonce.PRESET),
         MethodSpec("mae-infonce", mae_infonce.build, "MAE + InfoNCE, weighted sum of both losses (chapter 2)",
                    "mae_infonce", mae_infonce.MAEInfoNCEConfig, 98.00, figure="reconstruction",
                    preset=mae_infonce.PRESET),
         MethodSpec("videomae", videomae.build, "video MAE on 3-frame digit clips (2.11-2.15)", "videomae",
-                   videomae.VideoMAEConfig, 98.00, figure="reconstruction",
-                   preset={"model": {"frames": 3}, "pretrain": {"epochs": 20}}),
+                   videomae.VideoMAEConfig, 98.00, figure="reconstruction", preset=videomae.PRESET),
+        MethodSpec("dino", dino.build, "self-distillation, student and EMA teacher on global and local crops "
+                   "(Caron et al. 2021)", "dino", dino.DINOConfig, None, figure="views", preset=dino.PRESET),
         MethodSpec("supervised", None, "the same ViT trained from scratch, no pretraining"),
     ]
 }
