@@ -140,3 +140,17 @@ def test_refuses_video_encoder_and_unknown_format(tmp_path):
     with pytest.raises(ConfigError, match="unknown export format"):
         export(path, "onnx", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_and_embed_commands(tmp_path, capsys):
+    from mnist_ssl.cli import main
+
+    path, _ = _checkpoint(tmp_path)
+    assert main(["export", "--checkpoint", str(path), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert {p.name for p in (tmp_path / "hf").iterdir()} == {"config.json", "model.safetensors"}
+    assert main(["embed", "--checkpoint", str(path), "--data", "embedded", "--out", str(tmp_path / "f.npz")]) == 0
+    assert "5000 images (all 5000), 64 features each" in capsys.readouterr().out
+    video, _ = _checkpoint(tmp_path / "v", frames=3)
+    assert main(["export", "--checkpoint", str(video), "--format", "timm", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "video encoder" in err[0] and not (tmp_path / "t").exists()
