@@ -24,29 +24,31 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted job in --out: finished runs are kept, an unfinished run "
                         "continues from its last completed epoch (same flags required)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="run N (method, seed) runs at once, each in its own worker process with --threads "
-                        "torch threads (keep N x threads <= CPU cores); default 1: every run in this process. "
-                        "With N > 1 the per-epoch lines and per-run confusion matrices are not printed, "
-                        "one line per finished run is; the results are the same")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="run N (method, seed) runs (or batched groups of one method's seeds) at once, each in "
+                        "its own worker process with --threads torch threads; default: one per CPU core, at "
+                        "most one per run or group (1 on a GPU). With N > 1 the per-epoch lines and per-run "
+                        "confusion matrices are not printed, one line per finished run is; the results are "
+                        "those of --jobs 1")
     add_data_args(p)
     add_run_args(p)
     p.set_defaults(func=run, seed=None)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_ssl.experiment.reproduce import reproduce
+    from mnist_ssl.experiment.reproduce import default_jobs, reproduce
 
     methods = parse_methods(args.methods)
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
     if args.first_seed < 0:
         raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: must be >= 1")
     configs = {m: build_config(args, m) for m in methods}
+    jobs = args.jobs if args.jobs is not None else default_jobs(configs, args.seeds)
     out = prepare_out_dir(args.out, args.overwrite, args.resume)
     reproduce(configs, out, seeds=args.seeds, first_seed=args.first_seed, baselines=not args.no_baselines,
               quiet=args.quiet, resume=args.resume, command=command_line(),
-              report=not args.no_report, jobs=args.jobs)
+              report=not args.no_report, jobs=jobs)
     return 0

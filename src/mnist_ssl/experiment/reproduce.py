@@ -90,6 +90,22 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     return metrics
 
 
+def default_jobs(configs: dict[str, RunConfig], seeds: int) -> int:
+    """``--jobs`` when not given: on the CPU one worker per usable core (at the config's torch
+    threads each), no more than the job has runs or batched groups to run; on an accelerator 1
+    (the batched step is what fills it)."""
+    import os
+
+    from mnist_ssl.experiment.runtime import resolve_device
+
+    any_cfg = next(iter(configs.values()))
+    if resolve_device(any_cfg.device).type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    items = len(configs) * (1 if seeds > 1 and any_cfg.run.batch_models else seeds)
+    return max(1, min(cores // max(1, any_cfg.threads), items))
+
+
 def _plan(configs: dict[str, RunConfig], job: JobDir, seed_list: list[int], baselines: bool,
           resume: bool) -> tuple[list, dict, int]:
     """The job's items in the order one process takes them: per seed, each method's run (a
