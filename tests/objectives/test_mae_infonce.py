@@ -25,7 +25,7 @@ def make(masking="zero", nce_input="masked", w_mae=1.0, w_nce=0.1, seed=0) -> MA
 
 def test_default_config_builds_through_the_registry():
     spec = get_method("mae-infonce")
-    assert spec.figure == "reconstruction" and spec.document_accuracy == 98.00
+    assert spec.figure == "reconstruction"
     assert spec.preset["pretrain_augment"]["enabled"] is True
     cfg = RunConfig(method="mae-infonce").validate()
     objective = build_objective(cfg, ViTEncoder(cfg.model))
