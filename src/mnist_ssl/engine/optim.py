@@ -51,8 +51,8 @@ def param_groups(module: nn.Module, weight_decay: float, layer_decay: float = 1.
 
 def make_optimizer(module: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam or AdamW over :func:`param_groups`, with the fused kernel where this torch has one for
-    the device (CUDA; CPU since torch 2.4: 5.4 -> 0.9 ms a step at the default size, 16 -> 3.8 ms
-    at width 192, benchmarks/README.md), else torch's default implementation."""
+    the device (CUDA; CPU since torch 2.4; docs/benchmarks.md has the timings), else torch's
+    default implementation."""
     # Adam's weight decay is L2 in the gradient; the document used plain Adam.
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     groups = param_groups(module, cfg.weight_decay, cfg.layer_decay)

@@ -26,8 +26,8 @@ if hasattr(torch.library, "custom_op"):  # torch >= 2.4: opaque to torch.compile
     _keep_mask_op.register_fake(lambda x, p: torch.empty_like(x))
 else:
     _keep_mask_op = _keep_mask
-# The custom op only matters inside a compiled graph; in eager mode its dispatch costs
-# ~80 us a call, 13 calls a step (about 5% of a fine-tuning step at batch 8), for the same mask.
+# The custom op only matters inside a compiled graph; in eager mode its dispatch is pure
+# overhead for the same mask (docs/benchmarks.md, the dropout mask).
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
 
 
