@@ -5,6 +5,7 @@ Two parts, each saving its JSON under benchmarks/results/:
     nice -n 10 .venv/bin/python benchmarks/bench_batched.py profile   # one MAE run, shortened, cProfiled
     nice -n 10 .venv/bin/python benchmarks/bench_batched.py step      # step throughput at K = 1, 5, 25
     nice -n 10 .venv/bin/python benchmarks/bench_batched.py agree     # 3 full fine-tunings, batched vs one at a time
+    nice -n 10 .venv/bin/python benchmarks/bench_batched.py job -- --methods mae --seeds 3 --epochs 5
 
 ``profile`` runs ``reproduce`` for one method and one seed (baselines and report included)
 with the default recipe except the epoch counts (``--pretrain-epochs`` / ``--finetune-epochs``,
@@ -420,6 +421,43 @@ def cmd_agree(args) -> None:
     C.emit(args.name or f"batched_vs_engine_{args.method}_{len(seeds)}seeds", result, table)
 
 
+# ----- a whole reproduce job, batched and one at a time ---------------------------------
+def cmd_job(args) -> None:
+    """``mnist-ssl reproduce`` with ``args.job_args`` twice, in fresh processes: the default
+    (seeds batched) and ``--set run.batch_models=false``; per run the accuracies and their
+    difference, and each job's wall time."""
+    import json
+
+    rows, walls = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, extra in (("batched", []), ("one_at_a_time", ["--set", "run.batch_models=false"])):
+            out = Path(tmp) / mode
+            cmd = [sys.executable, "-m", "mnist_ssl", "reproduce", "--out", str(out), "--quiet", *args.job_args, *extra]
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if done.returncode != 0:
+                sys.exit(f"reproduce failed ({mode}): {done.stderr.strip().splitlines()[-1:]}")
+            walls[mode] = round(time.perf_counter() - t0, 2)
+            metrics = json.loads((out / "metrics.json").read_text())
+            rows[mode] = {(r["method"], r["seed"]): r for r in metrics["runs"]}
+    n_test = None
+    compare = []
+    for key, b in rows["batched"].items():
+        a = rows["one_at_a_time"][key]
+        n_test = b.get("n_test", n_test)
+        compare.append({"method": key[0], "seed": key[1], "accuracy_batched": b["accuracy"],
+                        "accuracy_one_at_a_time": a["accuracy"],
+                        "test_images_difference": round((b["accuracy"] - a["accuracy"]) * (b.get("n_test") or 0)),
+                        "batched_with": (b.get("batched_finetune") or {}).get("seeds")})
+    result = {"command": " ".join(["benchmarks/bench_batched.py", "job", "--"] + args.job_args),
+              "machine": C.machine(1), "load_avg_after": C.load(), "wall_s": walls, "runs": compare}
+    lines = "\n".join(f"| {r['method']} | {r['seed']} | {100 * r['accuracy_batched']:.2f} | "
+                      f"{100 * r['accuracy_one_at_a_time']:.2f} | {r['test_images_difference']} |" for r in compare)
+    table = ("| method | seed | batched % | one at a time % | difference (test images) |\n|---|---|---|---|---|\n"
+             + lines + f"\n\nwall: {walls}")
+    C.emit(args.name or "reproduce_batched_vs_one_at_a_time", result, table)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -444,7 +482,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--name", default=None)
     p.set_defaults(func=cmd_agree)
+    p = sub.add_parser("job", help="a reproduce job batched and one at a time (arguments after --)")
+    p.add_argument("--name", default=None)
+    p.add_argument("job_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_job)
     args = ap.parse_args(argv)
+    if getattr(args, "job_args", None) and args.job_args[0] == "--":
+        args.job_args = args.job_args[1:]
     args.func(args)
 
 
