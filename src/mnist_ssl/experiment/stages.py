@@ -91,23 +91,45 @@ def pretraining_figure(cfg, objective, test_images: torch.Tensor, path_of: Calla
 
 # ----- frozen evaluation ---------------------------------------------------------------
 def frozen(cfg, encoder: ViTEncoder, data: RunData, features_path: Path) -> dict:
-    """Linear probe and kNN on frozen CLS features (eval mode, no masking); saves the test features."""
-    from mnist_ssl.evaluation.probe import extract_features, knn_eval, linear_probe
+    """Linear probe and kNN on frozen CLS features (eval mode, no masking), each also in the field's
+    variant (cross-validated C, weighted vote), and the same at random initialisation
+    (``random_init``: what pretraining has to beat); saves the test features."""
+    if not (cfg.eval.linear_probe or cfg.eval.knn):
+        return {}
+    out, te_x, te_y = frozen_metrics(cfg, encoder, data)
+    out["random_init"] = (frozen_metrics(cfg, random_init_encoder(cfg, data.train_images.device), data)[0]
+                          if get_method(cfg.method).build is not None
+                          else {k: v for k, v in out.items()})  # from scratch: the encoder is its random init
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=np.asarray(te_x, dtype=np.float32), y=te_y)
+    atomic_write_bytes(features_path, buf.getvalue())
+    return out
+
+
+def frozen_metrics(cfg, encoder: ViTEncoder, data: RunData) -> tuple[dict, object, np.ndarray]:
+    """The frozen evaluations ``cfg.eval`` asks for -> (metrics, test features, test labels)."""
+    from mnist_ssl.evaluation.probe import (extract_features, knn_eval, knn_weighted_eval, linear_probe,
+                                            linear_probe_cv)
 
     out: dict = {}
-    if not (cfg.eval.linear_probe or cfg.eval.knn):
-        return out
     tr_x = extract_features(encoder, data.train_images.float() / 255.0)
     te_x = extract_features(encoder, data.test_images.float() / 255.0)
     tr_y, te_y = data.train_targets.cpu().numpy(), data.test_targets.cpu().numpy()
     if cfg.eval.linear_probe:
         out["linear_probe"] = linear_probe(tr_x, tr_y, te_x, te_y, C=cfg.eval.probe_c)
+        out["linear_probe_cv"] = linear_probe_cv(tr_x, tr_y, te_x, te_y, seed=cfg.seed)
     if cfg.eval.knn:
         out["knn"] = knn_eval(tr_x, tr_y, te_x, te_y, k=cfg.eval.knn_k)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, x=np.asarray(te_x, dtype=np.float32), y=te_y)
-    atomic_write_bytes(features_path, buf.getvalue())
-    return out
+        out["knn_weighted"] = knn_weighted_eval(tr_x, tr_y, te_x, te_y)
+    return out, te_x, te_y
+
+
+def random_init_encoder(cfg, device: torch.device) -> ViTEncoder:
+    """The run's encoder at random initialisation (torch seeded with the run's seed), built without
+    disturbing the random state the following stages draw from."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return ViTEncoder(cfg.model).to(device)
 
 
 # ----- fine-tuning -----------------------------------------------------------------

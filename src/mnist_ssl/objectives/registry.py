@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from mnist_ssl.config import EvalConfig, RunConfigBase
 from mnist_ssl.errors import ConfigError
+from mnist_ssl.evaluation.semi import SemiConfig
 from mnist_ssl.objectives import dino, infonce, mae, mae_infonce, videomae
 
 
@@ -90,9 +91,10 @@ RunConfig = dataclasses.make_dataclass(
     "RunConfig",
     [(spec.section, spec.config, field(default_factory=spec.config))
      for spec in METHODS.values() if spec.section is not None]
-    + [("eval", EvalConfig, field(default_factory=EvalConfig))],
+    + [("semi", SemiConfig, field(default_factory=SemiConfig)),
+       ("eval", EvalConfig, field(default_factory=EvalConfig))],
     bases=(RunConfigBase,),
     namespace={"validate": _validate, "__module__": __name__,
                "__doc__": "Everything one (method, seed) run needs: config.RunConfigBase's sections, "
-                          "one section per method of METHODS, then eval."},
+                          "one section per method of METHODS, then semi and eval."},
 )
