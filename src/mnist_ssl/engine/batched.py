@@ -517,10 +517,13 @@ def why_not_batched(cfgs: list) -> str | None:
 
 
 def from_runs(cfgs: list, classifiers: list[ViTClassifier], images: list[torch.Tensor],
-              labels: list[torch.Tensor], callbacks: list[list] | None = None) -> BatchedFinetune:
+              labels: list[torch.Tensor], callbacks: list[list] | None = None,
+              ft: OptimConfig | None = None) -> BatchedFinetune:
     """The batched fine-tuning of runs ``cfgs`` (RunConfigs accepted by :func:`why_not_batched`),
-    as the one-model fine-tuning of each would run: its recipe, augmentation, clips, seed."""
+    as the one-model fine-tuning of each would run: its recipe (or ``ft``, e.g. label-efficiency's
+    budget), augmentation, clips, seed."""
     first = cfgs[0]
+    ft = ft or first.finetune
     clip = None
     if first.model.frames > 1:
         from mnist_ssl.data.clips import make_clips
@@ -530,6 +533,6 @@ def from_runs(cfgs: list, classifiers: list[ViTClassifier], images: list[torch.T
         def clip(x, generator):
             return make_clips(x, frames, mode, generator=generator)
 
-    return BatchedFinetune(classifiers, images, labels, [c.seed for c in cfgs], first.finetune,
-                           first.finetune_augment, label_smoothing=first.finetune.label_smoothing,
+    return BatchedFinetune(classifiers, images, labels, [c.seed for c in cfgs], ft,
+                           first.finetune_augment, label_smoothing=ft.label_smoothing,
                            clip=clip, callbacks=callbacks)
