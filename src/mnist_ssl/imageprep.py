@@ -354,23 +354,25 @@ def find_digit(ink: InkMap, where: str = "image") -> np.ndarray:
         raise NoDigit(f"{where}: no digit-like stroke found (only shadows or edges along the frame)")
     mass = np.where(edge, 0.0, mass)
     main = int(np.argmax(mass))
-    group = {main}
-    top, left, bottom, right = _box(boxes[main])
-    grown = True
-    while grown:
-        grown = False
+    # (top, left, bottom, right) of every component; the group grows to a fixed point: every
+    # component with enough ink within reach of the group's box (which grows with it) joins.
+    rect = np.array([_box(b) for b in boxes])
+    in_group = np.zeros(n, dtype=bool)
+    in_group[main] = True
+    candidate = mass >= NEAR_MASS * mass[main]
+    top, left, bottom, right = rect[main]
+    while True:
         reach = NEAR * max(bottom - top, right - left)
-        for k in range(n):
-            if k in group or mass[k] < NEAR_MASS * mass[main]:
-                continue
-            t, l, b, r = _box(boxes[k])
-            gap = max(t - bottom, top - b, l - right, left - r, 0)
-            if gap <= reach:
-                group.add(k)
-                top, left, bottom, right = min(top, t), min(left, l), max(bottom, b), max(right, r)
-                grown = True
-    chosen = np.isin(labels, index[sorted(group)])
-    share = float(mass[sorted(group)].sum() / mass.sum())
+        gap = np.maximum.reduce([rect[:, 0] - bottom, top - rect[:, 2], rect[:, 1] - right, left - rect[:, 3],
+                                 np.zeros(n, dtype=rect.dtype)])
+        joining = candidate & ~in_group & (gap <= reach)
+        if not joining.any():
+            break
+        in_group |= joining
+        top, left = rect[in_group, 0].min(), rect[in_group, 1].min()
+        bottom, right = rect[in_group, 2].max(), rect[in_group, 3].max()
+    chosen = np.isin(labels, index[in_group])
+    share = float(mass[in_group].sum() / mass.sum())
     if share < MAIN_SHARE:
         raise NoDigit(f"{where}: no digit-like stroke found (the ink is scattered: noise or texture)")
     if chosen.mean() > MAX_COVER:
