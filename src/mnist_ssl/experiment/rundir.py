@@ -1,9 +1,9 @@
 """Every file name of a run folder, a reproduce job folder and a label-efficiency folder.
 
-Code that writes or reads one of these files asks these classes for its path;
-no other module spells a run's file name. (The resume state's files belong to
-``engine/resume.py``, the checkpoint's sidecar to ``engine/checkpoint.py``: a
-checkpoint ``stem`` is written as ``stem.safetensors`` + ``stem.json``.)
+Code that writes or reads one of these files asks these classes for its path; no
+other module spells a run's file name. (The resume state's files belong to
+``engine/resume.py``; a checkpoint ``stem`` is written as ``stem.safetensors`` +
+``stem.json`` by ``engine/checkpoint.py``.) A new file: one line here.
 """
 
 from __future__ import annotations
@@ -11,95 +11,49 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class RunDir:
-    """One (method, seed) run: ``runs/<method>/seed<k>/`` of a job, or a single command's --out."""
+class _File:
+    """A class attribute that is the path of ``name`` inside the instance's folder."""
 
-    CONFIG = "config.json"  # the resolved RunConfig
-    LOG = "log.jsonl"  # one JSON line per epoch and phase
-    METRICS = "metrics.json"  # written last: its presence marks a finished run
-    PRETRAINED = "pretrained"  # checkpoint stem of the pretraining objective
-    FINETUNED = "finetuned"  # checkpoint stem of the classifier
-    FEATURES = "features.npz"  # frozen CLS features of the test images
-    PREDICTIONS = "predictions.npz"  # test probabilities and the misclassified images
-    LOSS_CURVE = "loss_curve.png"
-    CONFUSION = "confusion.png"
+    def __init__(self, name: str) -> None:
+        self.name = name
 
+    def __get__(self, folder, owner=None):
+        return self if folder is None else folder.path / self.name
+
+
+class _Folder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def __fspath__(self) -> str:
         return str(self.path)
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
 
-    @property
-    def config(self) -> Path:
-        return self.path / self.CONFIG
+class RunDir(_Folder):
+    """One (method, seed) run: ``runs/<method>/seed<k>/`` of a job, or a single command's --out."""
 
-    @property
-    def log(self) -> Path:
-        return self.path / self.LOG
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def pretrained(self) -> Path:
-        """The pretraining checkpoint's stem (save_checkpoint adds the suffixes)."""
-        return self.path / self.PRETRAINED
-
-    @property
-    def pretrained_weights(self) -> Path:
-        return self.path / f"{self.PRETRAINED}.safetensors"
-
-    @property
-    def pretrained_meta(self) -> Path:
-        return self.path / f"{self.PRETRAINED}.json"
-
-    @property
-    def finetuned(self) -> Path:
-        return self.path / self.FINETUNED
-
-    @property
-    def finetuned_weights(self) -> Path:
-        return self.path / f"{self.FINETUNED}.safetensors"
-
-    @property
-    def features(self) -> Path:
-        return self.path / self.FEATURES
-
-    @property
-    def predictions(self) -> Path:
-        return self.path / self.PREDICTIONS
-
-    @property
-    def loss_curve(self) -> Path:
-        return self.path / self.LOSS_CURVE
-
-    @property
-    def confusion(self) -> Path:
-        return self.path / self.CONFUSION
+    config = _File("config.json")  # the resolved RunConfig
+    log = _File("log.jsonl")  # one JSON line per epoch and phase
+    metrics = _File("metrics.json")  # written last: its presence marks a finished run
+    pretrained = _File("pretrained")  # checkpoint stem of the pretraining objective
+    pretrained_weights = _File("pretrained.safetensors")
+    pretrained_meta = _File("pretrained.json")
+    finetuned = _File("finetuned")  # checkpoint stem of the classifier
+    finetuned_weights = _File("finetuned.safetensors")
+    features = _File("features.npz")  # frozen CLS features of the test images
+    predictions = _File("predictions.npz")  # test probabilities and the misclassified images
+    loss_curve = _File("loss_curve.png")
+    confusion = _File("confusion.png")
 
     def figure(self, kind: str) -> Path:
         """The pretraining figure of the registry's ``figure`` kind: reconstruction.png, views.png."""
         return self.path / f"{kind}.png"
 
 
-class JobDir:
-    """A ``reproduce`` job: ``metrics.json`` (the job's), ``runs/``, ``baselines/``, the report."""
+class JobDir(_Folder):
+    """A ``reproduce`` job: its ``metrics.json``, ``runs/``, ``baselines/`` and the report."""
 
-    METRICS = "metrics.json"
-    REPORT_MD = "report.md"
-    REPORT_HTML = "report.html"
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / self.METRICS
+    metrics = _File("metrics.json")
 
     def run(self, method: str, seed: int) -> RunDir:
         return RunDir(self.path / "runs" / method / f"seed{seed}")
@@ -113,30 +67,16 @@ class JobDir:
         return (run.path.relative_to(self.path) / Path(checkpoint).name).as_posix()
 
 
-class LabelEfficiencyDir:
+class LabelEfficiencyDir(_Folder):
     """A ``label-efficiency`` job: results.json, table.md, two plots, ``pretrained/<method>.*``."""
 
-    RESULTS = "results.json"
-    TABLE = "table.md"
+    results = _File("results.json")
+    table = _File("table.md")
+    pretrained_dir = _File("pretrained")
     PLOTS = {"finetune": "accuracy_vs_labels.png", "probe": "probe_vs_labels.png"}
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    @property
-    def results(self) -> Path:
-        return self.path / self.RESULTS
-
-    @property
-    def table(self) -> Path:
-        return self.path / self.TABLE
 
     def plot(self, part: str) -> Path:
         return self.path / self.PLOTS[part]
-
-    @property
-    def pretrained_dir(self) -> Path:
-        return self.path / "pretrained"
 
     def pretrained(self, method: str) -> Path:
         """A method's encoder checkpoint stem."""
