@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input (one line on stderr, no traceback),
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -63,6 +64,17 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        # A write outside the atomic writers (the log's append, a figure) on a full or read-only disk.
+        from mnist_ssl.fileio import write_failed
+
+        print(f"mnist-ssl: error: {write_failed(e.filename or 'a file', e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _missing_dirs(path: str | None) -> list[Path]:

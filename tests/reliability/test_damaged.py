@@ -14,7 +14,7 @@ from mnist_ssl.engine.resume import (JSON_NAME, META_HASH, TENSORS_NAME, finishe
                                      load_train_state, normalised_config, save_train_state)
 from mnist_ssl.errors import CheckpointError, ConfigError
 
-from .helpers import job, tiny_state
+from .helpers import assert_same_job, job, run_cli, tiny_state
 
 
 class _Crash(BaseException):
@@ -192,3 +192,38 @@ def test_a_damaged_finished_run_is_named(finished, tmp_path, damage, needle):
     (run / "metrics.json").unlink()
     start = last_good_state(run, _config(run), pretrains=True, problem=problem)
     assert start.from_pretrained and problem in start.problem and "pretrained checkpoint" in start.problem
+
+
+# ----- through reproduce --resume ------------------------------------------------------
+def _warning(err: str, *needles: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("mnist-ssl: warning:")]
+    assert len(lines) == 1, err
+    _one_line(lines[0], *needles)
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage,where", [
+    ("resume.json", "its pretrained checkpoint"),
+    ("pretrained.safetensors", "scratch"),
+])
+def test_resume_redoes_a_damaged_run_from_its_last_good_state(reference, mae_in_finetuning, tmp_path, capsys,
+                                                             damage, where):
+    out = tmp_path / "out"
+    shutil.copytree(mae_in_finetuning, out)
+    run = out / "runs" / "mae" / "seed0"
+    (run / damage).write_bytes((run / damage).read_bytes()[:-20])
+    code, _, err = run_cli(["reproduce", "--out", out, *job("mae"), "--resume"], capsys)
+    assert code == 0, err
+    _warning(err, str(run / damage), f"redone from {where}")
+    assert_same_job(reference, out, ("mae",))
+
+
+def test_resume_redoes_a_finished_run_whose_metrics_are_damaged(reference, finished, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(finished.parents[2], out)
+    run = out / "runs" / "mae" / "seed0"
+    (run / "metrics.json").write_text((run / "metrics.json").read_text()[:40])
+    code, _, err = run_cli(["reproduce", "--out", out, *job("mae"), "--resume"], capsys)
+    assert code == 0, err
+    _warning(err, str(run / "metrics.json"), "not valid JSON", "redone from its pretrained checkpoint")
+    assert_same_job(reference, out, ("mae",))

@@ -17,7 +17,7 @@ import pytest
 from mnist_ssl.engine import lock as lock_mod
 from mnist_ssl.engine.lock import LOCK_NAME, FolderBusy, FolderLock
 
-from .helpers import SRC
+from .helpers import JOB, SRC, TINY, one_line_error, run_cli
 
 # Takes the lock of argv[1], says so in argv[1]/held.<pid> (or exits 3 when refused), then holds
 # it until its stdin is closed.
@@ -146,3 +146,26 @@ def test_jobs_racing_for_a_stale_lock_leave_exactly_one_holder(tmp_path):
             if p.poll() is None:
                 p.communicate("")
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+# ----- through the commands ----------------------------------------------------------
+LABEL_EFFICIENCY = ["--methods", "supervised", "--labels", "2", "--seeds", "1", "--no-baselines",
+                    "--finetune-steps", "2", "--finetune-min-epochs", "1", *TINY]
+
+
+@pytest.mark.parametrize("command", ["reproduce --overwrite", "reproduce --resume",
+                                     "label-efficiency --overwrite", "label-efficiency --resume"])
+def test_a_second_job_into_a_held_folder_is_one_line_and_changes_nothing(tmp_path, capsys, command):
+    out = tmp_path / "out"
+    proc = _holder(out)
+    try:
+        _wait(lambda: _holds(proc, out), "the holder taking the lock")
+        before = sorted(p.name for p in out.iterdir())
+        name, flag = command.split()
+        args = JOB if name == "reproduce" else LABEL_EFFICIENCY
+        code, _, err = run_cli([name, "--out", out, *args, flag], capsys)
+        one_line_error(code, err, f"{out} is in use by process {proc.pid} on host {socket.gethostname()}",
+                       "one job per folder")
+        assert sorted(p.name for p in out.iterdir()) == before
+    finally:
+        proc.communicate("")

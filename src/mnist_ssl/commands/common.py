@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
 
 from mnist_ssl.config import apply_overrides, load_config_file, merge
 from mnist_ssl.errors import ConfigError
@@ -150,6 +152,20 @@ def prepare_out_dir(path: str, overwrite: bool, resume: bool = False) -> Path:
     except OSError as e:
         raise ConfigError(f"output folder {out} cannot be written ({e.strerror})") from None
     return out
+
+
+@contextlib.contextmanager
+def held(out: Path, lock: bool = True) -> Iterator[Callable[[], bool]]:
+    """A long command's body: ``out`` locked against a second job (engine/lock.py; not taken when
+    ``lock`` is false: torchrun ranks other than 0) and SIGINT/SIGTERM turned into a stop flag,
+    which the body passes to the engine as ``stop_requested``."""
+    from mnist_ssl.engine.lock import FolderLock
+    from mnist_ssl.experiment.scheduler import StopFlag
+
+    with contextlib.ExitStack() as stack:
+        if lock:
+            stack.enter_context(FolderLock(out, command_line()))
+        yield stack.enter_context(StopFlag())
 
 
 def command_line() -> str:

@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mnist_ssl.engine.lock import FolderLock
     from mnist_ssl.experiment.reproduce import default_jobs, reproduce
 
     methods = parse_methods(args.methods)
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     configs = {m: build_config(args, m) for m in methods}
     jobs = args.jobs if args.jobs is not None else default_jobs(configs, args.seeds)
     out = prepare_out_dir(args.out, args.overwrite, args.resume)
-    reproduce(configs, out, seeds=args.seeds, first_seed=args.first_seed, baselines=not args.no_baselines,
-              quiet=args.quiet, resume=args.resume, command=command_line(),
-              report=not args.no_report, jobs=jobs)
+    with FolderLock(out, command_line()):  # one job per folder; reproduce() handles SIGINT/SIGTERM itself
+        reproduce(configs, out, seeds=args.seeds, first_seed=args.first_seed, baselines=not args.no_baselines,
+                  quiet=args.quiet, resume=args.resume, command=command_line(),
+                  report=not args.no_report, jobs=jobs)
     return 0

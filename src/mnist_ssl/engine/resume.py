@@ -301,7 +301,7 @@ def check_same_config(resume: dict, run_config: dict, run_dir: str | Path) -> No
 def normalised_config(saved: dict) -> dict:
     """A saved run config as this version writes it: a field added since it was saved takes its
     default (which is the behaviour the run had). Left as it is when it no longer parses."""
-    from mnist_ssl.config import RunConfig
+    from mnist_ssl.objectives.registry import RunConfig
 
     try:
         return RunConfig.from_dict(saved).to_dict()

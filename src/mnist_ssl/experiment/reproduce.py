@@ -165,18 +165,24 @@ def _relative_checkpoint(metrics: dict, run: RunDir, job: JobDir) -> dict:
 def _finished_run(cfg: RunConfig, run: RunDir, job: JobDir) -> dict | None:
     """The metrics of a run that --resume keeps (None: not finished), after checking that it
     was made with this command's settings: a job must not mix runs of two configs."""
-    from mnist_ssl.engine.resume import normalised_config, refuse_other_config
-    from mnist_ssl.experiment.run import complete_finished_run
+    from mnist_ssl.engine.resume import finished_run_problem, last_good_state, normalised_config, refuse_other_config
+    from mnist_ssl.experiment.run import complete_finished_run, warn
 
     if not run.metrics.exists():
         return None
     try:
         saved = json.loads(run.config.read_text())
-        metrics = json.loads(run.metrics.read_text())
     except (OSError, ValueError) as e:
-        raise ConfigError(f"--resume: {run.path} has no readable config.json/metrics.json ({e.__class__.__name__}); "
+        raise ConfigError(f"--resume: {run.path} has no readable config.json ({e.__class__.__name__}); "
                           "start this run again with --overwrite") from None
     refuse_other_config(normalised_config(saved), cfg.to_dict(), run.path, "was made with")
+    problem = finished_run_problem(run.path, cfg.method, cfg.seed)
+    if problem is not None:  # damaged: one line, and the run is redone from its last good state
+        warn(last_good_state(run.path, cfg.to_dict(), pretrains=get_method(cfg.method).build is not None,
+                             problem=problem).problem)
+        run.metrics.unlink()
+        return None
+    metrics = json.loads(run.metrics.read_text())
     complete_finished_run(cfg, run, metrics)
     return _relative_checkpoint(metrics, run, job)
 

@@ -12,9 +12,10 @@ from typing import Callable
 import numpy as np
 
 from mnist_ssl.engine import distributed
+from mnist_ssl.engine.callbacks import TrainingInterrupted
 from mnist_ssl.engine.checkpoint import atomic_write_text, load_classifier, load_encoder
-from mnist_ssl.engine.resume import check_same_config, clear_train_state, load_train_state
-from mnist_ssl.errors import CheckpointError, ConfigError
+from mnist_ssl.engine.resume import RunStart, check_same_config, clear_train_state, last_good_state, load_train_state
+from mnist_ssl.errors import ConfigError
 from mnist_ssl.experiment import stages
 from mnist_ssl.experiment.data import RunData, load_test_sample, prepare_data
 from mnist_ssl.experiment.rundir import RunDir
@@ -38,17 +39,18 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     run = RunDir(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     device = setup(cfg)
-    saved = _saved_state(cfg, run) if resume and encoder is None else None
-    phase = saved["meta"]["phase"] if saved is not None else None
+    start = _start_point(cfg, run, encoder_given=encoder is not None) if resume else RunStart()
+    saved = start.state
+    phase = "finetune" if start.from_pretrained else saved["meta"]["phase"] if saved is not None else None
     seed_everything(cfg.seed)
     t_start = time.perf_counter()
     data = data if data is not None else prepare_data(cfg, device)
     atomic_write_text(run.config, cfg.to_json())
-    _start_log(run, saved)
+    _start_log(run, start)
     times: dict[str, float] = {}
     kw = dict(quiet=quiet, progress=progress, stop_requested=stop_requested)
     if encoder is None:
-        encoder = _pretrained_encoder(cfg, run, data, saved, times, **kw)
+        encoder = _pretrained_encoder(cfg, run, data, start, times, **kw)
     t0 = time.perf_counter()
     frozen = stages.frozen(cfg, encoder, data, run.features)
     frozen_time = time.perf_counter() - t0
@@ -56,7 +58,8 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     classifier = ViTClassifier(encoder, len(data.classes)).to(data.train_images.device)
     stages.finetune(cfg, cfg.finetune, classifier, data.train_images, data.train_targets, cfg.seed,
                     callbacks=stages.run_callbacks(cfg, run.log, "Train Loss", quiet, progress),
-                    stop_requested=stop_requested, resume=saved if phase == "finetune" else None)
+                    stop_requested=stop_requested,
+                    resume=saved if saved is not None and saved["meta"]["phase"] == "finetune" else None)
     times["finetune"] = time.perf_counter() - t0
     ckpt = stages.save_finetuned(cfg, classifier, run.finetuned, data.classes)
     t0 = time.perf_counter()
@@ -71,25 +74,30 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     return metrics
 
 
-def _start_log(run: RunDir, saved: dict | None) -> None:
-    """A fresh run starts without resume state or log; a resumed one with the log as it was saved."""
-    if saved is None:
+def _start_log(run: RunDir, start: RunStart | dict | None) -> None:
+    """A fresh run starts without resume state or log; a resumed one with the log as it was saved
+    (or as its finished pretraining wrote it)."""
+    start = _as_start(start)
+    if start.state is None:
         clear_train_state(run.path)
+    if start.state is None and not start.from_pretrained:
         run.log.unlink(missing_ok=True)
     else:
-        atomic_write_text(run.log, "".join(line + "\n" for line in saved["meta"]["log"]))
+        atomic_write_text(run.log, "".join(line + "\n" for line in start.log))
 
 
-def _pretrained_encoder(cfg: RunConfig, run: RunDir, data: RunData, saved: dict | None, times: dict,
+def _pretrained_encoder(cfg: RunConfig, run: RunDir, data: RunData, start: RunStart, times: dict,
                         *, quiet: bool, progress, stop_requested) -> ViTEncoder:
     """The run's pretrained encoder: pretrained now (continuing a saved pretraining state), or,
-    when pretraining had finished before a stop, loaded from its checkpoint."""
+    when pretraining had finished before a stop (or a damaged fine-tuning state), loaded from its checkpoint."""
     device = data.train_images.device
     encoder = ViTEncoder(cfg.model).to(device)
-    if saved is not None and saved["meta"]["phase"] == "finetune":
+    start = _as_start(start)
+    saved = start.state
+    if start.from_pretrained or (saved is not None and saved["meta"]["phase"] == "finetune"):
         if get_method(cfg.method).build is not None:
             encoder = load_encoder(run.pretrained_weights)[0].to(device)
-            records = [json.loads(line) for line in saved["meta"]["log"]]
+            records = [json.loads(line) for line in start.log]
             times["pretrain"] = sum(r.get("time_s", 0.0) for r in records if r.get("phase") == "pretrain")
         return encoder
     t0 = time.perf_counter()
@@ -125,17 +133,37 @@ def _finish(cfg: RunConfig, run: RunDir, metrics: dict, classes: list[int], quie
                    f"{cfg.method}, seed {cfg.seed}: {100 * metrics['accuracy']:.2f}%")
 
 
+def _as_start(start: RunStart | dict | None) -> RunStart:
+    """A saved state (``load_train_state``'s dict, as batched_runs passes it) as a RunStart."""
+    if isinstance(start, RunStart):
+        return start
+    return RunStart() if start is None else RunStart(start, log=start["meta"]["log"])
+
+
 def _saved_state(cfg: RunConfig, run: RunDir) -> dict | None:
-    """The resumable state of ``run`` (None: start the run afresh), checked against ``cfg``."""
-    saved = load_train_state(run.path)
-    if saved is None:
-        return None
-    check_same_config(saved, cfg.to_dict(), run.path)
-    if saved["meta"]["phase"] == "finetune" and get_method(cfg.method).build is not None \
-            and not run.pretrained_meta.exists():
-        raise CheckpointError(f"cannot resume {run.path}: fine-tuning was saved but pretrained.safetensors "
-                              "is missing; start this run again with --overwrite")
-    return saved
+    """The resume state ``--resume`` continues ``run`` from (None: from the start); see :func:`_start_point`,
+    which also tells a finished pretraining to fine-tune again after a damaged state."""
+    return _start_point(cfg, run).state
+
+
+def _start_point(cfg: RunConfig, run: RunDir, encoder_given: bool = False) -> RunStart:
+    """Where ``--resume`` continues ``run``: its last good state (engine/resume.py), checked
+    against ``cfg``; a damaged file is one warning line and the run is redone from what is good.
+    ``encoder_given`` (``finetune``): only a fine-tuning state counts, the encoder is the caller's."""
+    start = last_good_state(run.path, cfg.to_dict(),
+                            pretrains=get_method(cfg.method).build is not None and not encoder_given)
+    if start.problem:
+        warn(start.problem)
+    if encoder_given and (start.from_pretrained or (start.state and start.state["meta"]["phase"] != "finetune")):
+        return RunStart()
+    return start
+
+
+def warn(text: str) -> None:
+    """One line on stderr that does not stop the command (a damaged file that is redone)."""
+    import sys
+
+    print(f"mnist-ssl: warning: {text}", file=sys.stderr, flush=True)
 
 
 def complete_finished_run(cfg: RunConfig, run: RunDir, metrics: dict) -> None:
@@ -162,27 +190,45 @@ def complete_finished_run(cfg: RunConfig, run: RunDir, metrics: dict) -> None:
 
 
 # ----- the single-stage commands ----------------------------------------------
-def pretrain_only(cfg: RunConfig, out_dir: str | Path, *, quiet: bool = False) -> Path:
-    """``mnist-ssl pretrain``: pretrain only; returns the pretrained checkpoint's path."""
+def pretrain_only(cfg: RunConfig, out_dir: str | Path, *, quiet: bool = False,
+                  stop_requested: Callable[[], bool] = lambda: False, resume: bool = False,
+                  command: str = "mnist-ssl pretrain") -> Path:
+    """``mnist-ssl pretrain``: pretrain only; returns the pretrained checkpoint's path.
+
+    The state of every epoch is saved; a stop (SIGINT/SIGTERM) keeps the last one and says how
+    ``command --resume`` continues it. Under torchrun every rank joins the group, reads the same
+    saved state and stops at the same batch (engine/distributed.py); a lost peer is one line."""
     cfg.validate()
     if get_method(cfg.method).build is None:
         raise ConfigError(f"method {cfg.method!r} has no pretraining; use 'mnist-ssl reproduce --methods {cfg.method}'")
     run = RunDir(out_dir)
-    device = distributed.init_from_env(setup(cfg))  # torchrun: join the group
-    seed_everything(cfg.seed)
-    data = prepare_data(cfg, device)
-    if distributed.is_main():
-        atomic_write_text(run.config, cfg.to_json())
-        run.log.unlink(missing_ok=True)
-    encoder = ViTEncoder(cfg.model).to(device)
-    objective = stages.pretrain(cfg, encoder, data.pretrain_images,
-                                callbacks=lambda label: stages.run_callbacks(cfg, run.log, label, quiet, None))
-    if distributed.is_main():
-        stages.save_pretrained(cfg, objective, run.pretrained, data.classes)
-        stages.pretraining_figure(cfg, objective, data.test_images, run.figure)
-        clear_train_state(run.path)  # `pretrain` does not resume; its per-epoch state is not needed
-    distributed.shutdown()
+    with distributed.process_group(setup(cfg)) as device:  # torchrun: join the group
+        seed_everything(cfg.seed)
+        data = prepare_data(cfg, device)
+        saved = _start_point(cfg, run).state if resume else None
+        if distributed.is_main():
+            atomic_write_text(run.config, cfg.to_json())
+            _start_log(run, saved)
+        encoder = ViTEncoder(cfg.model).to(device)
+        try:
+            objective = stages.pretrain(
+                cfg, encoder, data.pretrain_images, stop_requested=distributed.agreed_stop(stop_requested),
+                resume=saved, callbacks=lambda label: stages.run_callbacks(cfg, run.log, label, quiet, None))
+        except TrainingInterrupted as e:
+            raise interrupted(e, run.path, command) from None
+        if distributed.is_main():
+            stages.save_pretrained(cfg, objective, run.pretrained, data.classes)
+            stages.pretraining_figure(cfg, objective, data.test_images, run.figure)
+            clear_train_state(run.path)  # finished: pretrained.safetensors is the result
     return run.pretrained_weights
+
+
+def interrupted(e: TrainingInterrupted, folder: Path, command: str) -> TrainingInterrupted:
+    """The stop of a single-stage command as one line: what is kept, and the command that continues."""
+    kept = f"the state of epoch {e.saved_epoch} is kept in {folder}" if e.saved_epoch else \
+        f"nothing of this phase was finished in {folder}"
+    again = command if command.split()[-1] == "--resume" else f"{command} --resume"
+    return TrainingInterrupted(e.phase, e.epoch, f"{e}; {kept}. Continue with: {again}")
 
 
 def load_pretrained(checkpoint: str | Path) -> tuple[ViTEncoder, RunConfig]:
@@ -200,7 +246,8 @@ RETUNABLE_MODEL_FIELDS = ("dropout", "attn_dropout")
 
 
 def finetune_pretrained(encoder: ViTEncoder, saved: RunConfig, cfg: RunConfig, out_dir: str | Path, *,
-                        quiet: bool = False) -> dict:
+                        quiet: bool = False, stop_requested: Callable[[], bool] = lambda: False,
+                        resume: bool = False, command: str = "mnist-ssl finetune") -> dict:
     """``mnist-ssl finetune``: fine-tune and test ``encoder`` with ``cfg`` (the checkpoint's
     config ``saved`` with the command line on top). Dropout rates the command line changed
     are applied to the encoder; any architectural change is refused, never ignored."""
@@ -216,7 +263,11 @@ def finetune_pretrained(encoder: ViTEncoder, saved: RunConfig, cfg: RunConfig, o
         encoder.set_dropout(wanted.dropout, wanted.attn_dropout)
     cfg.model = encoder.cfg
     device = setup(cfg)
-    return run_experiment(cfg, out_dir, quiet=quiet, encoder=encoder.to(device))
+    try:
+        return run_experiment(cfg, out_dir, quiet=quiet, encoder=encoder.to(device), stop_requested=stop_requested,
+                              resume=resume)
+    except TrainingInterrupted as e:
+        raise interrupted(e, Path(out_dir), command) from None
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str = "embedded", dataset: str = "mnist",
