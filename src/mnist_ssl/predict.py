@@ -28,7 +28,7 @@ from mnist_ssl.imageprep import DEFAULT_MAX_PIXELS, NoDigit, image_files, prepar
 
 # Chosen on development digits (docs/predict.md): the highest value that keeps 99% of the
 # correctly classified development photos confident.
-DEFAULT_MIN_CONFIDENCE = 0.9
+DEFAULT_MIN_CONFIDENCE = 0.7
 BATCH = 64  # files prepared before one forward pass: memory stays bounded for any number of files
 
 __all__ = ["DEFAULT_MIN_CONFIDENCE", "Result", "load_images", "predict_files", "predict_paths", "to_mnist"]
