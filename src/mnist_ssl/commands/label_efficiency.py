@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mnist_ssl.commands.common import (add_data_args, add_run_args, build_config, command_line, methods_help,
-                                       parse_count, parse_methods, prepare_out_dir)
+from mnist_ssl.commands.common import (add_data_args, add_run_args, build_config, command_line, held,
+                                       methods_help, parse_count, parse_methods, prepare_out_dir)
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.objectives.registry import method_names
 
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                         ("--finetune-min-epochs", args.finetune_min_epochs)):
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be >= 1")
-    run_label_efficiency(configs, out, labels=labels, seeds=seeds, finetune_steps=args.finetune_steps,
-                         min_epochs=args.finetune_min_epochs, baselines=not args.no_baselines,
-                         quiet=args.quiet, resume=args.resume, command=command_line())
+    with held(out) as stop:  # one job per folder; SIGINT/SIGTERM stop at the next batch
+        run_label_efficiency(configs, out, labels=labels, seeds=seeds, finetune_steps=args.finetune_steps,
+                             min_epochs=args.finetune_min_epochs, baselines=not args.no_baselines,
+                             quiet=args.quiet, resume=args.resume, command=command_line(), stop_requested=stop)
     return 0

@@ -42,14 +42,16 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from mnist_ssl.data import class_index, load_splits
-from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
+from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger, TrainingInterrupted
 from mnist_ssl.engine.checkpoint import atomic_write_text, load_encoder
-from mnist_ssl.engine.resume import normalised_config, refuse_other_config
+from mnist_ssl.engine.resume import (ResumeWriter, clear_train_state, last_good_state, normalised_config,
+                                     refuse_other_config)
 from mnist_ssl.errors import ConfigError, DataError
 from mnist_ssl.experiment import stages
 from mnist_ssl.experiment.rundir import LabelEfficiencyDir
@@ -108,35 +110,53 @@ def finetune_epochs(n: int, batch_size: int, steps: int, min_epochs: int = 1) ->
 
 
 # ----- the two halves ---------------------------------------------------------
-def pretrain(cfg: RunConfig, pool: Pool, folder: LabelEfficiencyDir, quiet: bool) -> ViTEncoder:
-    """Pretrain a fresh encoder on the pool's images (no labels); save it; return it."""
+def pretrain(cfg: RunConfig, pool: Pool, folder: LabelEfficiencyDir, quiet: bool,
+             stop_requested: Callable[[], bool] = lambda: False, resume: bool = False) -> ViTEncoder:
+    """Pretrain a fresh encoder on the pool's images (no labels); save it; return it. Each epoch's
+    state is saved in ``folder.pretraining_state(method)``; ``resume`` continues from it."""
+    from mnist_ssl.experiment.run import warn
+
     seed_everything(cfg.seed)
     encoder = ViTEncoder(cfg.model).to(pool.images.device)
     if get_method(cfg.method).build is None:
         return encoder
     folder.pretrained_dir.mkdir(parents=True, exist_ok=True)
-    log = folder.pretrained_log(cfg.method)
-    log.unlink(missing_ok=True)
+    log, state_dir = folder.pretrained_log(cfg.method), folder.pretraining_state(cfg.method)
+    start = last_good_state(state_dir, cfg.to_dict(), pretrains=False) if resume else None
+    if start is not None and start.problem:
+        warn(start.problem)
+    saved = start.state if start is not None else None
+    if saved is None:
+        clear_train_state(state_dir)
+        log.unlink(missing_ok=True)
+    else:
+        atomic_write_text(log, "".join(line + "\n" for line in saved["meta"]["log"]))
 
     def callbacks(label: str) -> list:
         printer = [] if quiet else [ConsolePrinter(f"{cfg.method} {label}")]
-        return [JSONLLogger(log, method=cfg.method, seed=cfg.seed), *printer]
+        return [JSONLLogger(log, method=cfg.method, seed=cfg.seed), *printer,
+                ResumeWriter(state_dir, cfg.to_dict(), log)]
 
-    objective = stages.pretrain(cfg, encoder, pool.images, callbacks=callbacks)
+    objective = stages.pretrain(cfg, encoder, pool.images, callbacks=callbacks, stop_requested=stop_requested,
+                                resume=saved)
     stages.save_pretrained(cfg, objective, folder.pretrained(cfg.method), pool.classes,
                            pretrained_on=f"{len(pool.images)} pool images of {pool.source}, no labels")
+    clear_train_state(state_dir)
+    if state_dir.is_dir():
+        state_dir.rmdir()
     return encoder
 
 
 def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: torch.Tensor, pool: Pool,
-                      seed: int, steps: int, min_epochs: int = 1) -> tuple[float, int]:
+                      seed: int, steps: int, min_epochs: int = 1,
+                      stop_requested: Callable[[], bool] = lambda: False) -> tuple[float, int]:
     """Fine-tune a copy of ``encoder`` + a head on (images, targets) for about ``steps`` steps and at
     least ``min_epochs`` epochs (LP-FT by default, as every fine-tuning); -> (test accuracy, epochs)."""
     batch, epochs = finetune_epochs(len(images), cfg.finetune.batch_size, steps, min_epochs)
     ft = dataclasses.replace(cfg.finetune, batch_size=batch, epochs=epochs,
                              warmup_epochs=min(cfg.finetune.warmup_epochs, epochs))
     classifier = ViTClassifier(copy.deepcopy(encoder), len(pool.classes)).to(images.device)
-    stages.finetune(cfg, ft, classifier, images, targets, seed)
+    stages.finetune(cfg, ft, classifier, images, targets, seed, stop_requested=stop_requested)
     metrics, _ = stages.evaluate(classifier, pool.test_images, pool.test_labels, pool.classes)
     # results.json has always held the float32 mean (the same number, rounded to float32), so
     # rows of older files and new ones compare equal.
@@ -186,7 +206,7 @@ def _check_pretrained(meta: dict, ckpt: Path, cfg: RunConfig) -> None:
 def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: list[int | None],
                          seeds: list[int], finetune_steps: int = 300, min_epochs: int = 1,
                          baselines: bool = True, quiet: bool = False, resume: bool = False,
-                         command: str = "") -> dict:
+                         command: str = "", stop_requested: Callable[[], bool] = lambda: False) -> dict:
     """Every method in ``configs`` x every budget in ``labels`` (k per class, None = all) x ``seeds[i]`` seeds,
     and the raw-pixel ``baselines`` on the same labelled images."""
     any_cfg = _check_job(configs, labels, seeds)
@@ -205,8 +225,15 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
               "rows": [r for r in previous.get("rows", []) if r["method"] not in configs],  # other commands'
               "wall_time_s": {}}
     job = _Job(pool, folder, result, done, labels, seeds, finetune_steps, min_epochs, quiet, resume)
-    for method, cfg in configs.items():
-        job.run_method(method, cfg)
+    job.stop_requested = stop_requested  # polled before every batch: a stop keeps the finished rows
+    try:
+        for method, cfg in configs.items():
+            job.run_method(method, cfg)
+    except TrainingInterrupted as e:
+        again = command if command.endswith(" --resume") else f"{command} --resume"
+        raise TrainingInterrupted(e.phase, e.epoch, f"{e}; the finished rows are kept in {folder.results}, the "
+                                  f"pretrained encoders and the pretraining's last epoch in {folder.pretrained_dir}. "
+                                  f"Continue with: {again}") from None
     if baselines:  # seconds on the protocol's sizes: recomputed by every command, never kept
         t0 = time.perf_counter()
         result["baselines"] = _baseline_rows(pool, job.pool_x.cpu(), job.test_x.cpu(), job.test_y, labels, seeds)
@@ -278,7 +305,7 @@ class _Job:
         self.say(f"== {method}: pretraining on {len(self.pool.images)} images without labels"
                  if pretrains else f"== {method}: no pretraining")
         t0 = time.perf_counter()
-        encoder = pretrain(cfg, self.pool, self.folder, self.quiet)
+        encoder = pretrain(cfg, self.pool, self.folder, self.quiet, self.stop_requested, self.resume)
         if pretrains:
             self.result["wall_time_s"][f"{method}/pretrain"] = round(time.perf_counter() - t0, 1)
         return encoder
@@ -316,7 +343,7 @@ class _Job:
         device = pool.images.device
         y = torch.as_tensor(pool.labels[idx], device=device)
         acc, epochs = finetune_and_test(cfg, enc, pool.images[torch.as_tensor(idx, device=device)], y,
-                                        pool, s, self.steps, self.min_epochs)
+                                        pool, s, self.steps, self.min_epochs, stop_requested=self.stop_requested)
         row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(idx)),
                "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs,
                "time_s": round(time.perf_counter() - t1, 2)}

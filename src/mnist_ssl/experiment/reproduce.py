@@ -58,25 +58,12 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
             interrupted, results = e, e.results
         finally:
             progress.close()
-    runs = [m for item, r in zip(plan, results) if not isinstance(item, LocalTask) and r is not None
-            for m in (r if isinstance(item, RunGroup) else [r])]
-    order = {(m, seed): i for i, (seed, m) in enumerate((s, m) for s in seed_list for m in configs)}
-    runs.sort(key=lambda r: order[(r["method"], r["seed"])])  # a one-process job's order, batched or not
-    base_rows = [row for item, r in zip(plan, results) if isinstance(item, LocalTask) and r for row in r]
-    metrics = {
-        "schema": SCHEMA_ID,
-        "command": command,
-        "created": started,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(time.perf_counter() - t_job, 2),
-        "complete": interrupted is None,
-        "versions": versions(),
-        "machine": machine(any_cfg.threads),
-        "seeds": seed_list,
-        "config": {m: c.to_dict() for m, c in configs.items()},
-        "runs": runs,
-        "baselines": base_rows,
-    }
+    runs, base_rows = _results(plan, results, configs, seed_list)
+    metrics = {"schema": SCHEMA_ID, "command": command, "created": started,
+               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "wall_time_s": round(time.perf_counter() - t_job, 2), "complete": interrupted is None,
+               "versions": versions(), "machine": machine(any_cfg.threads), "seeds": seed_list,
+               "config": {m: c.to_dict() for m, c in configs.items()}, "runs": runs, "baselines": base_rows}
     atomic_write_text(job.metrics, json.dumps(metrics, indent=2))
     if report and runs:
         from mnist_ssl.report.report import build_report
@@ -89,6 +76,17 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
         raise interrupted
     return metrics
 
+
+
+def _results(plan: list, results: list, configs: dict, seed_list: list[int]) -> tuple[list[dict], list[dict]]:
+    """The plan's results as metrics.json lists them: the runs in a one-process job's order
+    (seed-major, methods as given; batched or not), and the baseline rows."""
+    runs = [m for item, r in zip(plan, results) if not isinstance(item, LocalTask) and r is not None
+            for m in (r if isinstance(item, RunGroup) else [r])]
+    order = {(m, seed): i for i, (seed, m) in enumerate((s, m) for s in seed_list for m in configs)}
+    runs.sort(key=lambda r: order[(r["method"], r["seed"])])
+    base_rows = [row for item, r in zip(plan, results) if isinstance(item, LocalTask) and r for row in r]
+    return runs, base_rows
 
 def default_jobs(configs: dict[str, RunConfig], seeds: int) -> int:
     """``--jobs`` when not given: on the CPU one worker per usable core (at the config's torch

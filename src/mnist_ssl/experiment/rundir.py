@@ -87,3 +87,7 @@ class LabelEfficiencyDir(_Folder):
 
     def pretrained_log(self, method: str) -> Path:
         return self.pretrained_dir / f"{method}.log.jsonl"
+
+    def pretraining_state(self, method: str) -> Path:
+        """The folder of a method's unfinished pretraining: its resume state (engine/resume.py)."""
+        return self.pretrained_dir / f"{method}.state"
