@@ -149,15 +149,18 @@ def pretrain(cfg: RunConfig, pool: Pool, folder: LabelEfficiencyDir, quiet: bool
 
 def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: torch.Tensor, pool: Pool,
                       seed: int, steps: int, min_epochs: int = 1,
-                      stop_requested: Callable[[], bool] = lambda: False) -> tuple[float, int]:
+                      stop_requested: Callable[[], bool] = lambda: False, keep: list | None = None) -> tuple[float, int]:
     """Fine-tune a copy of ``encoder`` + a head on (images, targets) for about ``steps`` steps and at
-    least ``min_epochs`` epochs (LP-FT by default, as every fine-tuning); -> (test accuracy, epochs)."""
+    least ``min_epochs`` epochs (LP-FT by default, as every fine-tuning); -> (test accuracy, epochs).
+    ``keep``: a list the fine-tuned classifier is appended to (for the semi-supervised stage)."""
     batch, epochs = finetune_epochs(len(images), cfg.finetune.batch_size, steps, min_epochs)
     ft = dataclasses.replace(cfg.finetune, batch_size=batch, epochs=epochs,
                              warmup_epochs=min(cfg.finetune.warmup_epochs, epochs))
     classifier = ViTClassifier(copy.deepcopy(encoder), len(pool.classes)).to(images.device)
     stages.finetune(cfg, ft, classifier, images, targets, seed, stop_requested=stop_requested)
     metrics, _ = stages.evaluate(classifier, pool.test_images, pool.test_labels, pool.classes)
+    if keep is not None:
+        keep.append(classifier)
     # results.json has always held the float32 mean (the same number, rounded to float32), so
     # rows of older files and new ones compare equal.
     return float(np.float32(metrics["accuracy"])), epochs
@@ -342,14 +345,24 @@ class _Job:
         probe = linear_probe(f_tr, pool.labels[idx], f_te, self.test_y, C=cfg.eval.probe_c)["accuracy"]
         device = pool.images.device
         y = torch.as_tensor(pool.labels[idx], device=device)
-        acc, epochs = finetune_and_test(cfg, enc, pool.images[torch.as_tensor(idx, device=device)], y,
-                                        pool, s, self.steps, self.min_epochs, stop_requested=self.stop_requested)
+        images = pool.images[torch.as_tensor(idx, device=device)]
+        finetuned: list = []
+        acc, epochs = finetune_and_test(cfg, enc, images, y, pool, s, self.steps, self.min_epochs, stop_requested=self.stop_requested, keep=finetuned)
         row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(idx)),
-               "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs,
-               "time_s": round(time.perf_counter() - t1, 2)}
+               "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs}
+        semi_line = ""
+        if cfg.semi.enabled:  # its own numbers beside the plain ones, from the same fine-tuned teacher
+            from mnist_ssl.evaluation.semi import semi_stage
+
+            student = semi_stage(cfg, finetuned[0], pool.images, images, y, len(pool.classes), seed=s,
+                                 init_encoder=enc)
+            semi, _ = stages.evaluate(student, pool.test_images, pool.test_labels, pool.classes)
+            row.update(semi_accuracy=float(np.float32(semi["accuracy"])), semi_kind=cfg.semi.kind)
+            semi_line = f"  semi ({cfg.semi.kind}) {100 * row['semi_accuracy']:6.2f}%"
+        row["time_s"] = round(time.perf_counter() - t1, 2)
         self.result["rows"].append(row)
         self.say(f"{method:12s} k={key[1]!s:>4} seed {s}: fine-tune {100 * acc:6.2f}%  "
-                 f"probe {100 * probe:6.2f}%  ({row['time_s']:.0f} s)")
+                 f"probe {100 * probe:6.2f}%{semi_line}  ({row['time_s']:.0f} s)")
         self.result["wall_time_s"]["total"] = round(time.perf_counter() - self.t0, 1)
         atomic_write_text(self.folder.results, json.dumps(self.result, indent=2))
 
@@ -365,9 +378,11 @@ def summarise(rows: list[dict]) -> dict:
         cell = out[r["method"]][str(r["k"])]
         cell["finetune"].append(r["finetune_accuracy"])
         cell["probe"].append(r["probe_accuracy"])
+        if "semi_accuracy" in r:  # rows with the semi-supervised stage
+            cell.setdefault("semi", []).append(r["semi_accuracy"])
     for cells in out.values():
         for k, cell in cells.items():
-            for part in ("finetune", "probe"):
+            for part in [p for p in ("finetune", "probe", "semi") if p in cell]:
                 s = summary(cell[part])
                 cell[part] = {"mean": s["mean"], "std": s["std"] if s["n"] > 1 else 0.0, "n": s["n"]}
     return out
@@ -418,6 +433,11 @@ def format_table(result: dict) -> str:
             f, p = c["finetune"], c["probe"]
             row.append(f"{100 * f['mean']:.1f} ± {100 * f['std']:.1f} ({100 * p['mean']:.1f}) n={f['n']}")
         lines.append(f"| {m} | " + " | ".join(row) + " |")
+        if any("semi" in c for c in cells.values()):  # the semi-supervised stage: its own row
+            semi = [("-" if "semi" not in cells.get(k, {}) else
+                     f"{100 * cells[k]['semi']['mean']:.1f} ± {100 * cells[k]['semi']['std']:.1f} "
+                     f"n={cells[k]['semi']['n']}") for k in ks]
+            lines.append(f"| {m} + semi | " + " | ".join(semi) + " |")
     base = result.get("baseline_summary") or summarise_baselines(result.get("baselines", []))
     for name, cells in base.items():
         row = [("-" if cells.get(k) is None else
