@@ -38,12 +38,15 @@ def load_encoder(path: str | Path) -> ViTEncoder:
 
 
 def load_classifier(path: str | Path) -> ViTClassifier:
-    """A fine-tuned classifier in eval mode; ``classifier.classes`` lists what each output predicts."""
+    """A fine-tuned classifier in eval mode; ``classifier.classes`` lists what each output predicts
+    (class numbers) and ``classifier.class_names`` their names."""
     from mnist_ssl.engine.checkpoint import load_classifier as _load
 
     classifier, meta = _load(path)
     classifier.checkpoint = meta
     classifier.classes = list(meta.get("classes") or range(classifier.cfg.num_classes))
+    # An image folder's or .npz's class names, one per output; the class numbers otherwise.
+    classifier.class_names = [str(c) for c in meta.get("class_names") or classifier.classes]
     return classifier
 
 

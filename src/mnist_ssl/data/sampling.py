@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mnist_ssl.config import DataConfig
-from mnist_ssl.data.sources import Split, load_embedded, load_idx_split
+from mnist_ssl.data.sources import Split, load_embedded, load_idx_split, opened_source
 from mnist_ssl.errors import ConfigError, DataError
 
 # Independent random streams per file set: the embedded data has one (test is
@@ -57,6 +57,28 @@ def class_index(labels: torch.Tensor, classes: Sequence[int] | None) -> torch.Te
 
 def _classes(data: DataConfig) -> list[int]:
     return list(range(10)) if data.classes is None else list(data.classes)
+
+
+def _pool(data: DataConfig) -> Split | None:
+    """The one pool train and test are both drawn from (the embedded data, an unsplit image
+    folder); None for sources that come split into files (IDX, .npz, train/ + test/ folders)."""
+    if data.source == "embedded":
+        return load_embedded()
+    source = opened_source(data.source, data.dataset)
+    return source.splits["all"] if source is not None and source.pooled else None
+
+
+def _file_split(data: DataConfig, split: str) -> Split:
+    """A split-by-files source's "train" or "test" images (an IDX folder's read alone, so that
+    t10k files alone serve a test)."""
+    source = opened_source(data.source, data.dataset)
+    if source is None:
+        return load_idx_split(data.source, data.dataset, split)
+    if split == "test" and "test" not in source.splits and "val" in source.splits:
+        split = "val"  # a set published with train and val only is tested on val
+    if split not in source.splits:
+        raise DataError(f"{source.location} has no {split} split (its splits: {', '.join(source.splits)})")
+    return source.splits[split]
 
 
 def _check_seed(seed: int) -> None:
@@ -166,14 +188,13 @@ def load_splits(data: DataConfig, seed: int) -> tuple[Split, Split]:
     data.validate()
     _check_seed(seed)
     classes = _classes(data)
-    if data.source == "embedded":
-        full = load_embedded()
+    pool = _pool(data)
+    if pool is not None:
         train_idx, test_idx = _embedded_indices(
-            full, classes, seed, data.train_per_class, data.test_per_class, need_train=True
+            pool, classes, seed, data.train_per_class, data.test_per_class, need_train=True
         )
-        return full.subset(train_idx), full.subset(test_idx)
-    train_full = load_idx_split(data.source, data.dataset, "train")
-    test_full = load_idx_split(data.source, data.dataset, "test")
+        return pool.subset(train_idx), pool.subset(test_idx)
+    train_full, test_full = _file_split(data, "train"), _file_split(data, "test")
     train_idx = _idx_indices(
         train_full, classes, seed, data.train_per_class, _TRAIN_STREAM, "train_per_class"
     )
@@ -193,15 +214,15 @@ def load_unlabelled_pool(data: DataConfig, seed: int) -> Split:
     """
     data.validate()
     _check_seed(seed)
-    if data.source == "embedded":
-        full = load_embedded()
+    full = _pool(data)
+    if full is not None:
         _, test_idx = _embedded_indices(
             full, _classes(data), seed, data.train_per_class, data.test_per_class, need_train=True
         )
         keep = np.ones(len(full.labels), dtype=bool)
         keep[test_idx] = False
         return full.subset(np.flatnonzero(keep))
-    return load_idx_split(data.source, data.dataset, "train")
+    return _file_split(data, "train")
 
 
 def load_test_split(data: DataConfig, seed: int, all_test: bool = False) -> Split:
@@ -215,14 +236,14 @@ def load_test_split(data: DataConfig, seed: int, all_test: bool = False) -> Spli
     data.validate()
     _check_seed(seed)
     classes = _classes(data)
-    if data.source == "embedded":
-        full = load_embedded()
+    full = _pool(data)
+    if full is not None:
         _, test_idx = _embedded_indices(
             full, classes, seed, data.train_per_class, data.test_per_class,
             need_train=all_test, all_test=all_test,
         )
         return full.subset(test_idx)
-    test_full = load_idx_split(data.source, data.dataset, "test")
+    test_full = _file_split(data, "test")
     per_class = None if all_test else data.test_per_class
     test_idx = _idx_indices(test_full, classes, seed, per_class, _TEST_STREAM, "test_per_class")
     return test_full.subset(test_idx)

@@ -343,3 +343,27 @@ def load_pretrain_images(source: str | os.PathLike, dataset: str = "mnist") -> S
         return load_unlabelled_folder(path)
     opened = open_source(source, dataset)
     return opened.splits["all" if opened.pooled else "train"]
+
+
+def opened_source(source: str | os.PathLike, dataset: str = "mnist") -> Source | None:
+    """An image folder or .npz, opened once per process (sampling asks for it several times a run);
+    None for the embedded data and IDX folders, which have their own readers."""
+    kind = detect_source(source, dataset)
+    if kind in ("embedded", "idx"):
+        return None
+    path = Path(source).resolve()
+    return _opened(str(path), dataset, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _opened(path: str, dataset: str, mtime_ns: int) -> Source:
+    return open_source(path, dataset)
+
+
+def square_shape(source: Source) -> tuple[int, int]:
+    """(in_chans, image_size) for the encoder; a DataError for images that are not square."""
+    c, h, w = source.shape
+    if h != w:
+        raise DataError(f"{source.location}: images are {w}x{h}; the encoder takes square images "
+                        "(crop or pad them to one side)")
+    return c, h

@@ -9,6 +9,7 @@ import torch
 
 from mnist_ssl.data import class_index, load_splits, load_unlabelled_pool
 from mnist_ssl.data.augment import Augmenter
+from mnist_ssl.errors import DataError
 
 
 @dataclass
@@ -32,16 +33,45 @@ def run_classes(cfg) -> list[int]:
     return list(cfg.data.classes) if cfg.data.classes is not None else list(range(10))
 
 
+def fit_config_to_data(cfg, classes_given: bool) -> None:
+    """An image folder's or .npz's shape and classes into a fresh config: ``model.in_chans`` and
+    ``model.image_size`` follow the images, ``data.class_names`` the source, and ``data.classes``
+    becomes all of them unless the user chose some. MNIST sources (28 x 28, digits) change nothing."""
+    from mnist_ssl.data.sources import opened_source, square_shape
+
+    source = opened_source(cfg.data.source, cfg.data.dataset)
+    if source is None:
+        return
+    cfg.model.in_chans, cfg.model.image_size = square_shape(source)
+    cfg.data.class_names = list(source.classes)
+    if not classes_given or cfg.data.classes is None:  # None ("all") means this source's classes
+        cfg.data.classes = list(range(len(source.classes)))
+
+
+def _check_shape(cfg, images: torch.Tensor, what: str) -> None:
+    want = (cfg.model.in_chans, cfg.model.image_size, cfg.model.image_size)
+    if tuple(images.shape[1:]) != want:
+        raise DataError(f"{what} holds images of shape {tuple(images.shape[1:])} (C, H, W), but the model "
+                        f"takes {want} (model.in_chans, model.image_size)")
+
+
 def prepare_data(cfg, device: torch.device) -> RunData:
     """The seed's train/test sample of ``cfg.data`` (and the unlabelled pool when
-    ``data.pretrain_on == "pool"``), on ``device``."""
+    ``data.pretrain_on == "pool"``, or ``data.pretrain_source``'s images), on ``device``."""
     train_split, test_split = load_splits(cfg.data, cfg.seed)
+    _check_shape(cfg, train_split.images, cfg.data.source)
     classes = run_classes(cfg)
     tr_y = class_index(train_split.labels, classes)
     te_y = class_index(test_split.labels, classes)
     train_images = to_device(train_split.images, device)
     pretrain_images = train_images
-    if cfg.data.pretrain_on == "pool":
+    if cfg.data.pretrain_source:
+        from mnist_ssl.data.sources import load_pretrain_images
+
+        pretrain = load_pretrain_images(cfg.data.pretrain_source, cfg.data.dataset)
+        _check_shape(cfg, pretrain.images, cfg.data.pretrain_source)
+        pretrain_images = to_device(pretrain.images, device)
+    elif cfg.data.pretrain_on == "pool":
         pretrain_images = to_device(load_unlabelled_pool(cfg.data, cfg.seed).images, device)
     return RunData(train_images, to_device(tr_y, device), to_device(test_split.images, device),
                    to_device(te_y, device), pretrain_images, classes)

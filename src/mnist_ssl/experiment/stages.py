@@ -73,7 +73,15 @@ def pretrain(cfg, encoder: ViTEncoder, images: torch.Tensor, *, callbacks: Calla
 def save_pretrained(cfg, objective, stem: Path, classes: list[int], **extra) -> Path:
     """The pretraining checkpoint (``stem``.safetensors + .json) with the run config."""
     return save_checkpoint(stem, objective, kind="objective", model=cfg.model,
-                           extra={"method": cfg.method, "classes": classes, "run_config": cfg.to_dict(), **extra})
+                           extra={"method": cfg.method, "classes": classes, **_class_names(cfg, classes),
+                                  "run_config": cfg.to_dict(), **extra})
+
+
+def _class_names(cfg, classes: list[int]) -> dict:
+    """{"class_names": the name of each of ``classes``} for sources with named classes (image
+    folders, .npz); {} for MNIST's digits."""
+    names = cfg.data.class_names
+    return {} if names is None else {"class_names": [names[c] for c in classes]}
 
 
 def pretraining_figure(cfg, objective, test_images: torch.Tensor, path_of: Callable[[str], Path]) -> None:
@@ -172,7 +180,8 @@ def fit_head_on_frozen_features(classifier: ViTClassifier, images_u8: torch.Tens
 def save_finetuned(cfg, classifier: ViTClassifier, stem: Path, classes: list[int]) -> Path:
     model_cfg = dataclasses.replace(cfg.model, num_classes=len(classes))
     return save_checkpoint(stem, classifier, kind="classifier", model=model_cfg,
-                           extra={"method": cfg.method, "classes": classes, "run_config": cfg.to_dict()})
+                           extra={"method": cfg.method, "classes": classes, **_class_names(cfg, classes),
+                                  "run_config": cfg.to_dict()})
 
 
 # ----- testing -----------------------------------------------------------------------
@@ -199,12 +208,14 @@ def probabilities(logits: torch.Tensor) -> np.ndarray:
 def save_predictions(path: Path, probs: np.ndarray, targets: torch.Tensor, images_u8: torch.Tensor) -> None:
     """predictions.npz: every test image's class probabilities ``probs`` (N, K) and true class
     index ``y`` (N,), plus the misclassified images themselves (``error_index`` (E,) into the
-    test sample, ``error_images`` uint8 (E, H, W)), so a report can show the mistakes and
+    test sample, ``error_images`` uint8 (E, H, W), or (E, H, W, 3) for colour images), so a report can show the mistakes and
     combine runs of one sample without the data or the model."""
     y = targets.cpu().numpy().astype(np.int64)
     wrong = np.flatnonzero(probs.argmax(axis=1) != y)
     images = images_u8.cpu().numpy()
-    error_images = images[wrong].reshape(len(wrong), *images.shape[-2:]).astype(np.uint8)
+    chosen = images[wrong]  # (E, C, H, W)
+    # One channel: (E, H, W); colour (C = 3): (E, H, W, 3), as images are drawn.
+    error_images = (chosen[:, 0] if chosen.shape[1] == 1 else chosen.transpose(0, 2, 3, 1)).astype(np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, probs=probs, y=y, error_index=wrong.astype(np.int64), error_images=error_images)
     atomic_write_bytes(path, buf.getvalue())

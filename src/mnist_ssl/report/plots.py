@@ -226,12 +226,17 @@ def plot_confusion_grid(confusions: Mapping[str, Any], classes: Sequence[Any], p
 
 # ----- images and clips -----------------------------------------------------
 def _images(x: Any, name: str) -> np.ndarray:
-    """(n, H, W) float array from (n, H, W) or (n, 1, H, W) (numpy or torch)."""
+    """(n, H, W) or, for colour, (n, H, W, 3) float array from (n, H, W), (n, 1|3, H, W) or
+    (n, H, W, 3) (numpy or torch); imshow draws the colour ones in colour."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 4 and a.shape[1] == 1:
         a = a[:, 0]
+    elif a.ndim == 4 and a.shape[1] == 3:
+        a = a.transpose(0, 2, 3, 1)
+    if a.ndim == 4 and a.shape[-1] == 3:
+        return a
     if a.ndim != 3:
         raise ValueError(f"{name}: expected (n, H, W) images, got shape {a.shape}")
     return a
