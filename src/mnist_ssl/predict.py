@@ -186,7 +186,7 @@ def add_parser(sub) -> None:
         "predict", help="classify image files or folders (photos, scans; PNG, JPEG, any size)",
         description="Each image is made MNIST-like (paper and lighting removed, the digit found as the main "
                     "connected strokes, a 20x20 box centred by centre of mass in 28x28), then classified. "
-                    "One line per file: 'FILE: CLASS (P%%)', 'FILE: uncertain (why)', or an error line on "
+                    "One line per file: 'FILE: CLASS (P%)', 'FILE: uncertain (why)', or an error line on "
                     "stderr; exit 2 at the end if any file could not be read.")
     p.add_argument("--checkpoint", required=True, help="a finetuned.safetensors")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (their images)")
