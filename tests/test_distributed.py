@@ -30,7 +30,8 @@ from mnist_ssl.engine import distributed
 TINY = ["--data", "embedded", "--classes", "0,1,2", "--train-per-class", "16", "--test-per-class", "4",
         "--set", "model.dim=32", "--set", "model.depth=1", "--set", "model.heads=2",
         "--set", "model.dropout=0.0", "--set", "pretrain_augment.enabled=false",
-        "--set", "pretrain.batch_size=16", "--set", "pretrain.epochs=3", "--quiet"]
+        "--set", "pretrain.batch_size=16", "--set", "pretrain.epochs=3", "--set", "pretrain.warmup_epochs=0",
+        "--quiet"]
 
 
 def _free_port() -> int:
@@ -269,3 +270,75 @@ def test_a_worker_lost_or_stopped_then_resumed_gives_the_uninterrupted_curve(tmp
         (tmp_path / f"result{rank}.json").unlink(missing_ok=True)
     assert _join(_start(tmp_path, resume=True)) == [0, 0]
     assert _result(tmp_path, 0)["losses"] == pytest.approx(uninterrupted, rel=1e-6)
+
+
+# ----- the same through torchrun and the CLI ----------------------------------------
+def _workers(torchrun_pid: int) -> dict[int, int]:
+    """{rank: pid} of the worker processes torchrun started (its children, by their RANK)."""
+    children = Path(f"/proc/{torchrun_pid}/task/{torchrun_pid}/children").read_text().split()
+    ranks = {}
+    for pid in map(int, children):
+        try:
+            env = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
+        except OSError:
+            continue
+        if "RANK" in env:
+            ranks[int(env["RANK"])] = pid
+    return ranks
+
+
+def _torchrun(out: Path, *extra: str, hold: str = ""):
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1", MPLBACKEND="Agg", GLOO_SOCKET_IFNAME="lo",
+               MNIST_SSL_TEST_HOLD_AT=hold)
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "--max-restarts=0", "-m", "mnist_ssl", "pretrain", "--method", "infonce",
+                             "--out", str(out), *TINY, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_torchrun_worker_killed_then_resume_gives_the_uninterrupted_curve(tmp_path, capsys):
+    """``torchrun --nproc_per_node=2 -m mnist_ssl pretrain``: rank 1 is SIGKILLed in epoch 2 (rank 0
+    holds there until torchrun, seeing the dead worker, sends it SIGTERM); the survivor's error is
+    one line, the epoch-1 state stays, and ``--resume`` gives the curve of an uninterrupted run."""
+    import signal
+    import time
+
+    out = tmp_path / "two"
+    proc = _torchrun(out, hold="pretrain:4")  # 48 images in batches of 16: step 1 of epoch 2
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                if json.loads((out / "resume.json").read_text())["epoch"] == 1:
+                    break
+            except (OSError, ValueError):
+                pass
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - t0 < 300, "epoch 1 was not saved in time"
+            time.sleep(0.02)
+        os.kill(_workers(proc.pid)[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    ours = [line for line in err.splitlines() if line.startswith("mnist-ssl:")]
+    assert len(ours) == 1 and "another worker stopped" in ours[0] and "--resume" in ours[0], err
+    assert json.loads((out / "resume.json").read_text())["epoch"] == 1
+    assert len(_curve(out)) == 1
+
+    proc = _torchrun(out, "--resume")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert not (out / "resume.json").exists()
+    one = tmp_path / "one"
+    assert main(["pretrain", "--method", "infonce", "--out", str(one), *TINY]) == 0
+    c1, c2 = _curve(one), _curve(out)
+    assert len(c2) == 3
+    for a, b in zip(c1, c2):
+        assert b == pytest.approx(a, rel=1e-3), (c1, c2)
