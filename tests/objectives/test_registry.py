@@ -98,3 +98,23 @@ def test_pretrained_checkpoint_round_trip(method, tmp_path):
     enc.eval()
     enc2.eval()
     torch.testing.assert_close(enc2(x), enc(x))
+
+
+def test_document_preset_restores_the_documents_recipe_over_the_method_presets():
+    """configs/document.json wins over every method's measured recipe: the literal 15 + 15 protocol."""
+    import argparse
+    from pathlib import Path
+
+    from mnist_ssl.commands.common import build_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "document.json"
+    args = argparse.Namespace(config=str(path), set=[])
+    mae_cfg = build_config(args, "mae")
+    assert (mae_cfg.mae.masking, mae_cfg.mae.mask_ratio) == ("zero", 0.75)
+    assert (mae_cfg.pretrain.epochs, mae_cfg.pretrain.lr, mae_cfg.pretrain.warmup_epochs) == (15, 1e-3, 0.0)
+    video = build_config(args, "videomae")
+    assert (video.videomae.masking, video.videomae.mask_ratio, video.videomae.loss) == ("random", 0.75, "l1")
+    assert video.model.frames == 3
+    # Without the preset file the measured recipes apply.
+    plain = build_config(argparse.Namespace(set=[]), "mae")
+    assert (plain.mae.masking, plain.mae.mask_ratio, plain.pretrain.epochs) == ("drop", 0.5, 300)

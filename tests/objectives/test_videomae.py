@@ -147,12 +147,12 @@ def test_build_objective_applies_the_preset():
     d["method"] = "videomae"
     d["model"].update(dim=32, depth=1, heads=2)
     cfg = RunConfig.from_dict(d).validate()
-    # The document's text: 20 pretraining epochs; fine-tuning is every method's shared recipe.
-    assert cfg.model.frames == 3 and cfg.pretrain.epochs == 20
+    # The measured recipe: tube masking of half the tokens, MSE, 150 epochs; fine-tuning is shared.
+    assert cfg.model.frames == 3 and cfg.pretrain.epochs == 150
     assert cfg.finetune.epochs == RunConfig().finetune.epochs
     obj = build_objective(cfg, ViTEncoder(cfg.model))
     assert isinstance(obj, VideoMAE)
     assert obj.encoder.num_patches == 3 * 49
-    assert obj.cfg.masking == "random" and obj.cfg.loss == "l1"
+    assert obj.cfg.masking == "tube" and obj.cfg.loss == "mse" and obj.cfg.mask_ratio == 0.5
     out = obj([torch.rand(2, 1, 3, 28, 28)])
     assert torch.isfinite(out.loss) and set(out.terms) == {"videomae"}

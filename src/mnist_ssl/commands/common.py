@@ -104,7 +104,7 @@ def build_config(args: argparse.Namespace, method: str | None = None, base: dict
         if method is not None:
             base["method"] = method
     sets = list(getattr(args, "set", []) or [])
-    cfg = apply_overrides(RunConfig.from_dict(base), _flag_overrides(args) + sets)
+    cfg = apply_overrides(RunConfig.from_dict(base), _flag_overrides(args) + _warmup_within(args, base) + sets)
     if fresh:
         classes_given = (getattr(args, "classes", None) is not None
                          or any(s.split("=", 1)[0].strip() == "data.classes" for s in sets)
@@ -115,6 +115,15 @@ def build_config(args: argparse.Namespace, method: str | None = None, base: dict
         # whatever the machine, and a busy neighbour cannot stall OpenMP barriers.
         cfg.threads = 1
     return cfg.validate()
+
+
+def _warmup_within(args: argparse.Namespace, base: dict) -> list[str]:
+    """--epochs N shorter than a preset's warm-up (MAE's is 10 epochs): the warm-up spans the phase."""
+    epochs = getattr(args, "epochs", None)
+    if epochs is None:
+        return []
+    return [f"{phase}.warmup_epochs={min(float(base.get(phase, {}).get('warmup_epochs', 0.0)), float(epochs))}"
+            for phase in ("pretrain", "finetune")]
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:

@@ -47,7 +47,8 @@ class InfoNCEConfig:
 # (docs/contrastive.md).
 AUGMENT: dict = {"enabled": True, "rotate": 10.0, "translate": 0.1, "scale_min": 0.9, "scale_max": 1.1,
                  "shear": 0.0, "elastic": 0.5, "erase": 0.0, "noise": 0.0}
-PRESET: dict = {"pretrain_augment": AUGMENT, "infonce": {"proj_bn": True}}
+PRESET: dict = {"pretrain_augment": AUGMENT, "infonce": {"proj_bn": True},
+                 "pretrain": {"epochs": 100, "warmup_epochs": 5.0}}
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):

@@ -25,6 +25,17 @@ from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.base import Objective, ObjectiveOutput
 
 
+# The recipe this method pretrains with unless told otherwise (RunConfig overrides the registry
+# applies before the user's own): the section's defaults above are the source document's
+# zero-masking; at its 15 epochs the reconstructions stay at the mean patch, and encoding only
+# the visible half of the patches with a decoder, trained 300 epochs, is what made the features
+# learn (docs/results.md, "Why pretraining learned nothing"). configs/document.json restores
+# the document's recipe.
+RECIPE: dict = {"masking": "drop", "mask_ratio": 0.5}
+PRETRAIN: dict = {"epochs": 300, "lr": 2e-3, "warmup_epochs": 10.0}
+PRESET: dict = {"mae": RECIPE, "pretrain": PRETRAIN}
+
+
 @dataclass
 class MAEConfig:
     """Masked autoencoding of image patches."""

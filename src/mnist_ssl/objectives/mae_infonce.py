@@ -27,7 +27,7 @@ from mnist_ssl.errors import ConfigError
 from mnist_ssl.losses import nt_xent
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.base import ObjectiveOutput
-from mnist_ssl.objectives import infonce
+from mnist_ssl.objectives import infonce, mae
 from mnist_ssl.objectives.infonce import InfoNCEConfig, ProjectionHead
 from mnist_ssl.objectives.mae import MAE, MAEConfig
 
@@ -50,7 +50,7 @@ class MAEInfoNCEConfig:
 
 # Two different views of each image for the contrastive term, made as for InfoNCE
 # (docs/contrastive.md).
-PRESET: dict = {"pretrain_augment": dict(infonce.AUGMENT)}
+PRESET: dict = {"pretrain_augment": dict(infonce.AUGMENT), "mae": dict(mae.RECIPE), "pretrain": dict(mae.PRETRAIN)}
 
 
 class MAEInfoNCE(MAE):
