@@ -239,6 +239,9 @@ class JobOptions:
     # run as if alone, up to rounding (within 2 test images a seed, docs/benchmarks.md);
     # false: one run at a time.
     batch_models: bool = True
+    # --log tensorboard: each run's per-epoch scalars and evaluations also as TensorBoard events
+    # in <run>/tensorboard/ (the tensorboard package, an optional extra); log.jsonl stays the record.
+    tensorboard: bool = False
 
     def validate(self, where: str) -> None:
         pass

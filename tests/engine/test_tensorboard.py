@@ -65,3 +65,25 @@ def test_missing_package_is_one_clear_error(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"--log tensorboard needs the tensorboard package: pip install"):
         tensorboard_writer(tmp_path / "tb")
     assert not (tmp_path / "tb").exists()
+
+
+def test_log_tensorboard_on_a_run_holds_every_jsonl_scalar_and_the_evaluations(tmp_path, capsys):
+    from mnist_ssl.cli import main
+
+    out = tmp_path / "out"
+    code = main(["reproduce", "--methods", "mae", "--no-baselines", "--no-report", "--epochs", "2",
+                 "--set", "pretrain.warmup_epochs=0", "--set", "finetune.warmup_epochs=0",
+                 "--set", "model.dim=16", "--set", "model.depth=1", "--set", "model.heads=2",
+                 "--train-per-class", "8", "--test-per-class", "4", "--threads", "1", "--quiet",
+                 "--log", "tensorboard", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    run = out / "runs" / "mae" / "seed0"
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    events = _read_events(run / "tensorboard")
+    for r in records:
+        for name, value in record_scalars(r).items():
+            assert (r["epoch"], pytest.approx(value, rel=1e-6)) in events[name], name
+    assert {r["phase"] for r in records} == {"pretrain", "finetune"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert events["eval/accuracy"] == [(0, pytest.approx(metrics["accuracy"], rel=1e-6))]
+    assert "eval/linear_probe" in events and "eval/knn" in events

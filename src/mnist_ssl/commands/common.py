@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from mnist_ssl.config import apply_overrides, load_config_file, merge
+from mnist_ssl.engine.callbacks import require_tensorboard
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.experiment.data import fit_config_to_data
 from mnist_ssl.objectives.registry import RunConfig, get_method, method_names
@@ -48,6 +49,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true",
                    help="run the model through torch.compile (first steps are slow; docs/benchmarks.md)")
     g.add_argument("--quiet", "-q", action="store_true", help="no per-epoch lines")
+    g.add_argument("--log", choices=["jsonl", "tensorboard"], default="jsonl",
+                   help="tensorboard: also write each run's scalars as TensorBoard events in "
+                        "<run>/tensorboard (needs the tensorboard package); log.jsonl is always written")
 
 
 def methods_help() -> str:
@@ -114,6 +118,8 @@ def build_config(args: argparse.Namespace, method: str | None = None, base: dict
         # One thread per process by default: the same seed gives the same numbers
         # whatever the machine, and a busy neighbour cannot stall OpenMP barriers.
         cfg.threads = 1
+    if cfg.run.tensorboard:
+        require_tensorboard()  # one line before any work, not after the first epoch
     return cfg.validate()
 
 
@@ -155,6 +161,8 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         sets.append("deterministic=true")
     if getattr(args, "compile", False):
         sets.append("compile=true")
+    if getattr(args, "log", None) == "tensorboard":
+        sets.append("run.tensorboard=true")
     return sets
 
 

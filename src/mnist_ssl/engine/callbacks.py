@@ -106,6 +106,21 @@ class TensorBoardLogger:
         self.writer.close()
 
 
+def eval_scalars(metrics: dict) -> dict[str, float | None]:
+    """A run's evaluations (RunMetrics) as TensorBoard scalars: eval/accuracy, eval/tta, ..."""
+    pick = lambda key: (metrics.get(key) or {}).get("accuracy")  # noqa: E731
+    return {"eval/accuracy": metrics.get("accuracy"), "eval/tta": pick("tta"),
+            "eval/linear_probe": pick("linear_probe"), "eval/knn": pick("knn")}
+
+
+def require_tensorboard() -> None:
+    """The ConfigError of :func:`tensorboard_writer`, before any work, when the package is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        tensorboard_writer(None)
+
+
 def tensorboard_writer(log_dir: str | Path):
     """torch's ``SummaryWriter`` on ``log_dir``; a one-line ConfigError when tensorboard is missing."""
     try:

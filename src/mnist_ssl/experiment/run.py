@@ -126,6 +126,12 @@ def _finish(cfg: RunConfig, run: RunDir, metrics: dict, classes: list[int], quie
                f"{format_confusion(np.array(metrics['confusion']))}", quiet, progress)
     atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
     clear_train_state(run.path)  # the run is finished: metrics.json marks it
+    if cfg.run.tensorboard and distributed.is_main():
+        from mnist_ssl.engine.callbacks import TensorBoardLogger, eval_scalars
+
+        board = TensorBoardLogger(run.tensorboard)
+        board.log_metrics(eval_scalars(metrics))
+        board.close()
     history = [json.loads(line) for line in run.log.read_text().splitlines() if line.strip()]
     plot_loss_curves({p: [r["loss"] for r in history if r["phase"] == p] for p in ("pretrain", "finetune")},
                      str(run.loss_curve), f"{cfg.method}, seed {cfg.seed}")

@@ -44,6 +44,7 @@ class RunDir(_Folder):
     predictions = _File("predictions.npz")  # test probabilities and the misclassified images
     loss_curve = _File("loss_curve.png")
     confusion = _File("confusion.png")
+    tensorboard = _File("tensorboard")  # event files, with --log tensorboard
 
     def figure(self, kind: str) -> Path:
         """The pretraining figure of the registry's ``figure`` kind: reconstruction.png, views.png."""

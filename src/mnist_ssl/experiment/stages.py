@@ -48,6 +48,11 @@ def run_callbacks(cfg, log_path: Path, label: str, quiet: bool, progress) -> lis
         cbs.append(ConsolePrinter(label, stream=progress, extra_terms=True))
     if progress is not None:
         cbs.append(progress)
+    if cfg.run.tensorboard:
+        from mnist_ssl.engine.callbacks import TensorBoardLogger
+        from mnist_ssl.experiment.rundir import RunDir
+
+        cbs.append(TensorBoardLogger(RunDir(log_path.parent).tensorboard))
     # Last: the resumable state is saved after the epoch's log line (docs/reliability.md).
     cbs.append(ResumeWriter(log_path.parent, cfg.to_dict(), log_path))
     return cbs
