@@ -67,3 +67,21 @@ def test_reproduce_batches_the_seeds_of_a_method_unless_told_not_to(tmp_path):
     assert [r["batched_finetune"] for r in batched] == [{"seeds": [0, 1]}] * 2
     assert all("batched_finetune" not in r for r in alone)
     assert [r["accuracy"] for r in batched] == [r["accuracy"] for r in alone]
+
+
+def test_cli_job_with_workers_batches_seeds_and_matches_one_at_a_time(tmp_path):
+    from mnist_ssl.cli import main
+
+    job = ["--methods", "mae,supervised", "--seeds", "2", "--no-report", "--no-baselines", "--epochs", "2",
+           "--set", "model.dim=32", "--set", "model.depth=1", "--set", "model.heads=2",
+           "--set", "pretrain.warmup_epochs=0", "--set", "eval.linear_probe=false", "--set", "eval.knn=false",
+           "--train-per-class", "10", "--test-per-class", "10", "--device", "cpu", "--quiet"]
+    assert main(["reproduce", "--out", str(tmp_path / "b"), "--jobs", "2", *job]) == 0  # a group a worker
+    assert main(["reproduce", "--out", str(tmp_path / "u"), "--jobs", "1", *job,
+                 "--set", "run.batch_models=false"]) == 0
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())["runs"]
+    u = json.loads((tmp_path / "u" / "metrics.json").read_text())["runs"]
+    assert [(r["method"], r["seed"]) for r in b] == [(r["method"], r["seed"]) for r in u] == \
+        [("mae", 0), ("supervised", 0), ("mae", 1), ("supervised", 1)]
+    assert all(r["batched_finetune"] == {"seeds": [0, 1]} for r in b)
+    assert [r["accuracy"] for r in b] == [r["accuracy"] for r in u]
