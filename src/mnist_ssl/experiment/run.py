@@ -67,11 +67,40 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     stages.save_predictions(run.predictions, probs, data.test_targets, data.test_images)
     tta = stages.tta(cfg, classifier, data.test_images, data.test_targets)
     times["eval"] = time.perf_counter() - t0 + frozen_time
+    semi = _semi(cfg, run, classifier, data, times, quiet=quiet, progress=progress,
+                 stop_requested=stop_requested) if cfg.semi.enabled else None
     times["total"] = time.perf_counter() - t_start
     metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **frozen, "tta": tta,
+               **({"semi": semi} if semi is not None else {}),
                "checkpoint": str(ckpt), "wall_time_s": {k: round(v, 3) for k, v in times.items()}}
     _finish(cfg, run, metrics, data.classes, quiet, progress)
     return metrics
+
+
+def _semi(cfg: RunConfig, run: RunDir, classifier: ViTClassifier, data: RunData, times: dict, *,
+          quiet: bool, progress, stop_requested) -> dict:
+    """The semi-supervised stage after fine-tuning (``semi.*``): a student learns from the fine-tuned
+    classifier on the pretraining images (the training sample, or the pool with data.pretrain_on=pool);
+    -> its test result, kept beside the plain one. Its epochs go to the log as phase "semi"."""
+    from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
+    from mnist_ssl.evaluation.semi import semi_stage
+
+    t0 = time.perf_counter()
+    init = None
+    if cfg.semi.student_init == "pretrained" and run.pretrained_weights.exists():
+        init = load_encoder(run.pretrained_weights)[0].to(data.train_images.device)
+    callbacks = [] if not distributed.is_main() else [JSONLLogger(run.log, method=cfg.method, seed=cfg.seed)] + (
+        [] if quiet else [ConsolePrinter("Semi Loss", stream=progress, extra_terms=True)])
+    student = semi_stage(cfg, classifier, data.pretrain_images, data.train_images, data.train_targets,
+                         len(data.classes), seed=cfg.seed, init_encoder=init, callbacks=callbacks,
+                         stop_requested=stop_requested, compile=cfg.compile)
+    result, _ = stages.evaluate(student, data.test_images, data.test_targets, data.classes)
+    times["semi"] = time.perf_counter() - t0
+    stages.say(f"Test Accuracy after the semi-supervised stage ({cfg.semi.kind}): {100 * result['accuracy']:.2f}%",
+               quiet, progress)
+    return {"kind": cfg.semi.kind, "accuracy": result["accuracy"], "ci95": result["ci95"],
+            "unlabelled_images": int(len(data.pretrain_images)), "epochs": cfg.semi.epochs,
+            "tta": stages.tta(cfg, student, data.test_images, data.test_targets)}
 
 
 def _start_log(run: RunDir, start: RunStart | dict | None) -> None:
