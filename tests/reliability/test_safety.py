@@ -84,15 +84,29 @@ def test_pickle_with_a_forged_sidecar_is_refused_and_never_runs(command, tmp_pat
 
 
 def test_pickle_as_resume_state_is_refused_and_never_runs(tmp_path, capsys):
+    """A pickle as resume.safetensors with a resume.json that matches it (format, fields, hash and
+    checksum all right): the parser refuses it, the payload never runs, and --resume redoes the
+    run from scratch with one warning line."""
+    from mnist_ssl.engine.resume import JSON_NAME, META_HASH, _meta_hash, save_train_state
+
+    from .helpers import tiny_state
+
     out = tmp_path / "out"
     run = out / "runs" / "mae" / "seed0"
+    save_train_state(run, tiny_state(1.0), run_config={}, log_lines=[])
     path = _evil(run / "resume.safetensors")
-    (run / "resume.json").write_text(json.dumps(
-        {"format": RESUME_FORMAT, "phase": "pretrain", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
-    code, _, err = run_cli(["reproduce", "--out", out, "--methods", "mae", "--resume", *TINY], capsys)
-    one_line_error(code, err, str(path), "is not a valid safetensors file")
+    meta = json.loads((run / JSON_NAME).read_text())
+    meta["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta[META_HASH] = _meta_hash(meta)
+    (run / JSON_NAME).write_text(json.dumps(meta))
+    code, _, err = run_cli(["reproduce", "--out", out, "--methods", "mae", "--resume", "--epochs", "1",
+                            "--no-baselines", "--no-report", "--set", "pretrain.warmup_epochs=0", *TINY], capsys)
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if line.startswith("mnist-ssl: warning:")]
+    assert len(warning) == 1 and str(path) in warning[0] and "is not a valid safetensors file" in warning[0] \
+        and "redone from scratch" in warning[0], err
     assert not Payload.target.exists(), "the pickle payload ran"
-    assert sorted(p.name for p in run.iterdir()) == ["resume.json", "resume.safetensors"]
+    assert (run / "metrics.json").exists() and not list(run.glob("resume*"))
 
 
 def test_files_are_written_only_under_the_output_folder(tmp_path, monkeypatch):
