@@ -205,10 +205,6 @@ def test_report_images_load_without_console_errors(report_page):
         assert im.size == (WIDTH, found["height"])
 
 
-# Strict: once report.py's CSS lets wide tables scroll (table { display: block; max-width: 100%;
-# overflow-x: auto; }), this passes and the marker must go.
-@pytest.mark.xfail(strict=True, reason="report.html's results table is 1521 px wide at a 1366 px window "
-                                       "(report.py's CSS: fix asked of the report's owner)")
 def test_report_fits_a_laptop_width(report_page):
     found, _ = report_page
     assert found["clientWidth"] == WIDTH

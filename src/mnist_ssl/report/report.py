@@ -360,7 +360,10 @@ body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #
 main { max-width: 1100px; margin: 0 auto; padding: 1.5rem 2rem 4rem; }
 h1 { font-size: 1.7rem; border-bottom: 2px solid #1d232a; padding-bottom: .3rem; }
 h2 { font-size: 1.3rem; margin-top: 2.2rem; border-bottom: 1px solid #d0d7de; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 13.5px; }
+/* A table wider than the page scrolls by itself instead of running off the right edge
+   (the results table is ~1500 px wide: tests/report/test_browser.py at 1366 px). */
+table { border-collapse: collapse; margin: 1rem 0; font-size: 13.5px; display: block; max-width: 100%;
+        overflow-x: auto; }
 th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; text-align: right; white-space: nowrap; }
 th { background: #f3f5f7; } td:first-child, th:first-child { text-align: left; font-weight: 600; }
 tr:nth-child(even) td { background: #fafbfc; }
