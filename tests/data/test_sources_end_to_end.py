@@ -91,3 +91,11 @@ def test_pretrain_data_unlabelled_folder(tmp_path, capsys):
           "--no-baselines", "--out", out, *budget, *TINY], capsys)
     log = [json.loads(line) for line in (out / "runs" / "mae" / "seed0" / "log.jsonl").read_text().splitlines()]
     assert any(r["phase"] == "pretrain" for r in log)
+    meta = json.loads((out / "runs" / "mae" / "seed0" / "pretrained.json").read_text())
+    assert meta["run_config"]["data"]["pretrain_source"] == str(tmp_path / "unlabelled")
+    le = tmp_path / "le"
+    _run(["label-efficiency", "--data", data, "--pretrain-data", tmp_path / "unlabelled", "--methods", "mae",
+          "--labels", "2", "--seeds", "1", "--finetune-steps", "2", "--finetune-min-epochs", "1",
+          "--no-baselines", "--out", le, *budget, *TINY], capsys)
+    meta = json.loads(next(le.rglob("mae.json")).read_text())
+    assert meta["pretrained_on"].startswith("20 images of ")

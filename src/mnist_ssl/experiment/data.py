@@ -48,7 +48,7 @@ def fit_config_to_data(cfg, classes_given: bool) -> None:
         cfg.data.classes = list(range(len(source.classes)))
 
 
-def _check_shape(cfg, images: torch.Tensor, what: str) -> None:
+def check_shape(cfg, images: torch.Tensor, what: str) -> None:
     want = (cfg.model.in_chans, cfg.model.image_size, cfg.model.image_size)
     if tuple(images.shape[1:]) != want:
         raise DataError(f"{what} holds images of shape {tuple(images.shape[1:])} (C, H, W), but the model "
@@ -59,7 +59,7 @@ def prepare_data(cfg, device: torch.device) -> RunData:
     """The seed's train/test sample of ``cfg.data`` (and the unlabelled pool when
     ``data.pretrain_on == "pool"``, or ``data.pretrain_source``'s images), on ``device``."""
     train_split, test_split = load_splits(cfg.data, cfg.seed)
-    _check_shape(cfg, train_split.images, cfg.data.source)
+    check_shape(cfg, train_split.images, cfg.data.source)
     classes = run_classes(cfg)
     tr_y = class_index(train_split.labels, classes)
     te_y = class_index(test_split.labels, classes)
@@ -69,7 +69,7 @@ def prepare_data(cfg, device: torch.device) -> RunData:
         from mnist_ssl.data.sources import load_pretrain_images
 
         pretrain = load_pretrain_images(cfg.data.pretrain_source, cfg.data.dataset)
-        _check_shape(cfg, pretrain.images, cfg.data.pretrain_source)
+        check_shape(cfg, pretrain.images, cfg.data.pretrain_source)
         pretrain_images = to_device(pretrain.images, device)
     elif cfg.data.pretrain_on == "pool":
         pretrain_images = to_device(load_unlabelled_pool(cfg.data, cfg.seed).images, device)

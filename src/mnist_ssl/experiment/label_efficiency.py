@@ -110,6 +110,16 @@ def finetune_epochs(n: int, batch_size: int, steps: int, min_epochs: int = 1) ->
 
 
 # ----- the two halves ---------------------------------------------------------
+def pretrain_source_images(cfg: RunConfig, device: torch.device) -> torch.Tensor:
+    """``data.pretrain_source``'s images on ``device``, checked against the model's input shape."""
+    from mnist_ssl.data.sources import load_pretrain_images
+    from mnist_ssl.experiment.data import check_shape
+
+    images = load_pretrain_images(cfg.data.pretrain_source, cfg.data.dataset).images
+    check_shape(cfg, images, cfg.data.pretrain_source)
+    return images.to(device)
+
+
 def pretrain(cfg: RunConfig, pool: Pool, folder: LabelEfficiencyDir, quiet: bool,
              stop_requested: Callable[[], bool] = lambda: False, resume: bool = False) -> ViTEncoder:
     """Pretrain a fresh encoder on the pool's images (no labels); save it; return it. Each epoch's
@@ -137,10 +147,13 @@ def pretrain(cfg: RunConfig, pool: Pool, folder: LabelEfficiencyDir, quiet: bool
         return [JSONLLogger(log, method=cfg.method, seed=cfg.seed), *printer,
                 ResumeWriter(state_dir, cfg.to_dict(), log)]
 
-    objective = stages.pretrain(cfg, encoder, pool.images, callbacks=callbacks, stop_requested=stop_requested,
+    images, source = pool.images, pool.source
+    if cfg.data.pretrain_source:  # --pretrain-data: those images instead of the pool's
+        images, source = pretrain_source_images(cfg, images.device), cfg.data.pretrain_source
+    objective = stages.pretrain(cfg, encoder, images, callbacks=callbacks, stop_requested=stop_requested,
                                 resume=saved)
     stages.save_pretrained(cfg, objective, folder.pretrained(cfg.method), pool.classes,
-                           pretrained_on=f"{len(pool.images)} pool images of {pool.source}, no labels")
+                           pretrained_on=f"{len(images)} images of {source}, no labels")
     clear_train_state(state_dir)
     if state_dir.is_dir():
         state_dir.rmdir()
