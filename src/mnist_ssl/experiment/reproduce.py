@@ -100,7 +100,7 @@ def default_jobs(configs: dict[str, RunConfig], seeds: int) -> int:
     if resolve_device(any_cfg.device).type != "cpu":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    items = len(configs) * (1 if seeds > 1 and any_cfg.run.batch_models else seeds)
+    items = len(configs) * (1 if seeds > 1 and any_cfg.run.batch_models and not any_cfg.semi.enabled else seeds)
     return max(1, min(cores // max(1, any_cfg.threads), items))
 
 
@@ -140,7 +140,10 @@ def _batched(plan: list, configs: dict[str, RunConfig]) -> list:
     groups, rest = [], []
     for method in configs:
         tasks = [t for t in plan if isinstance(t, RunTask) and t.method == method]
-        if len(tasks) > 1 and tasks[0].cfg.run.batch_models and why_not_batched([t.cfg for t in tasks]) is None:
+        # The semi-supervised stage runs after each run's own fine-tuning (experiment/run.py), so such
+        # runs go one at a time.
+        if (len(tasks) > 1 and tasks[0].cfg.run.batch_models and not tasks[0].cfg.semi.enabled
+                and why_not_batched([t.cfg for t in tasks]) is None):
             groups.append(RunGroup(tasks))
     grouped = {id(t) for g in groups for t in g.tasks}
     rest = [item for item in plan if id(item) not in grouped]
