@@ -25,7 +25,9 @@ TINY = ["--set", "model.dim=32", "--set", "model.depth=1", "--set", "model.heads
         "--train-per-class", "10", "--test-per-class", "10", "--threads", "1", "--quiet"]
 # 30 training images in batches of 8: 4 steps per epoch, 2 epochs per phase.
 # Warm-up pinned to 0: the methods' presets warm up for more epochs than the tiny job has.
-JOB = ["--methods", "mae,supervised", "--no-baselines", "--no-report", "--epochs", "2",
+# --jobs 1: the runs in this process, where the tests patch the engine and the file system
+# (reproduce's default is one worker per core).
+JOB = ["--methods", "mae,supervised", "--no-baselines", "--no-report", "--epochs", "2", "--jobs", "1",
        "--set", "pretrain.batch_size=8", "--set", "finetune.batch_size=8", "--set", "pretrain.warmup_epochs=0",
        *TINY]
 RUNS = ("mae", "supervised")

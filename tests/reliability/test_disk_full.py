@@ -149,3 +149,29 @@ def test_disk_full_mid_job_is_one_line_and_resume_finishes_the_job(reference, tm
     monkeypatch.undo()  # space freed
     assert main(["reproduce", "--out", str(out), *JOB, "--resume"]) == 0
     assert_same_job(reference, out)
+
+
+def test_disk_full_while_appending_the_log_is_one_line_too(reference, tmp_path, monkeypatch, capsys):
+    """log.jsonl is appended to, not written atomically: its OSError reaches the CLI, which says
+    the same one line; --resume then rewrites the log from the saved state."""
+    import builtins
+
+    from mnist_ssl.engine import callbacks
+
+    out = tmp_path / "out"
+    appends = {"n": 0}
+
+    def full_open(file, mode="r", *a, **k):
+        if "a" in mode and Path(file).name == "log.jsonl":
+            appends["n"] += 1
+            if appends["n"] == 2:  # MAE's second epoch line
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return builtins.open(file, mode, *a, **k)
+
+    monkeypatch.setattr(callbacks, "open", full_open, raising=False)
+    code, _, err = run_cli(["reproduce", "--out", out, *JOB], capsys)
+    one_line_error(code, err, f"cannot write {out / 'runs' / 'mae' / 'seed0' / 'log.jsonl'}",
+                   "No space left on device (ENOSPC)")
+    monkeypatch.undo()
+    assert main(["reproduce", "--out", str(out), *JOB, "--resume"]) == 0
+    assert_same_job(reference, out)
