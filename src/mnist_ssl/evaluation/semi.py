@@ -22,7 +22,6 @@ the optimiser, and not in the stage's resumable state (the caller reloads it).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -30,65 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_ssl.errors import ConfigError
+from mnist_ssl.evaluation.semi_config import STRONG_AUGMENT, SemiConfig
 from mnist_ssl.objectives.base import Objective, ObjectiveOutput
 
 View = Callable[[torch.Tensor], torch.Tensor]
 
-# A strong view for FixMatch on digits (RandAugment's flips and colour operations do not
-# apply): a larger affine and elastic distortion, a random erased rectangle and pixel
-# noise, as AugmentConfig overrides; the weak view is the fine-tuning augmentation.
-STRONG_AUGMENT: dict = {"enabled": True, "rotate": 20.0, "translate": 0.15, "scale_min": 0.8, "scale_max": 1.2,
-                        "shear": 10.0, "elastic": 2.0, "erase": 0.5, "noise": 0.1}
-
-
-@dataclass
-class SemiConfig:
-    """The ``semi`` config section: what runs after fine-tuning, on the unlabelled images."""
-
-    enabled: bool = False
-    kind: str = "distill"  # "distill" (SimCLRv2 soft labels) or "fixmatch" (thresholded pseudo-labels)
-    student_init: str = "teacher"  # "teacher" (a copy of the fine-tuned classifier) or "pretrained"
-    epochs: int = 10  # passes over the unlabelled images
-    batch_size: int = 64  # unlabelled images per step
-    labelled_batch: int = 32  # labelled images per step (at most all of them)
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float = 0.0
-    grad_clip: float = 0.0
-    temperature: float = 1.0  # distill: of the teacher's and the student's softmax
-    threshold: float = 0.95  # fixmatch: confidence a pseudo-label needs
-    unlabelled_weight: float = 1.0  # weight of the distillation / pseudo-label term
-    labelled_weight: float = 1.0  # weight of the cross-entropy on labelled images (0: off)
-
-    def validate(self, where: str = "semi") -> None:
-        if self.kind not in ("distill", "fixmatch"):
-            raise ConfigError(f"{where}.kind={self.kind!r} is not one of distill, fixmatch")
-        if self.student_init not in ("teacher", "pretrained"):
-            raise ConfigError(f"{where}.student_init={self.student_init!r} is not one of teacher, pretrained")
-        for name in ("epochs", "batch_size", "labelled_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{where}.{name}={getattr(self, name)} must be >= 1")
-        for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{where}.{name}={getattr(self, name)} must be > 0")
-        for name in ("weight_decay", "grad_clip", "unlabelled_weight", "labelled_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{where}.{name}={getattr(self, name)} must be >= 0")
-        if self.unlabelled_weight + self.labelled_weight == 0:
-            raise ConfigError(f"{where}: unlabelled_weight and labelled_weight are both 0")
-        if not 0 <= self.threshold <= 1:
-            raise ConfigError(f"{where}.threshold={self.threshold} must be in [0, 1]")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ConfigError(f"{where}.warmup_epochs={self.warmup_epochs} must be in [0, epochs]")
-
-    def optim(self):
-        """The stage's OptimConfig for the engine (AdamW, cosine after warm-up)."""
-        from mnist_ssl.config import OptimConfig
-
-        return OptimConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer="adamw",
-                           weight_decay=self.weight_decay, schedule="cosine", warmup_epochs=self.warmup_epochs,
-                           grad_clip=self.grad_clip)
-
+__all__ = ["STRONG_AUGMENT", "SemiConfig", "copy_student", "run_semi", "semi_objective", "semi_stage",
+           "soft_label_loss"]
 
 def copy_student(teacher: nn.Module) -> nn.Module:
     """A trainable copy of the fine-tuned classifier: the SimCLRv2 self-distillation student."""
@@ -118,6 +65,18 @@ class _LabelledBatches:
         return (self.view(x) if self.view is not None else x), self.targets[idx]
 
 
+def with_labelled_term(student: nn.Module, labelled: _LabelledBatches | None, weight: float,
+                       loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> ObjectiveOutput:
+    """``loss`` plus ``weight`` x the student's cross-entropy on a labelled batch (logged as
+    ``labelled``), when there are labelled images and the weight is > 0."""
+    if labelled is not None and weight > 0:
+        xl, yl = labelled.draw()
+        ce = F.cross_entropy(student(xl).float(), yl)
+        loss = loss + weight * ce
+        terms["labelled"] = ce.detach()
+    return ObjectiveOutput(loss, terms)
+
+
 class Distillation(Objective):
     """views: [unlabelled batch (B, C, H, W) float in [0, 1]], un-augmented; the weak view is made here."""
 
@@ -143,12 +102,7 @@ class Distillation(Objective):
         distill = soft_label_loss(self.student(x), teacher_logits, self.cfg.temperature)
         loss = self.cfg.unlabelled_weight * distill
         terms = {"distill": distill.detach()}
-        if self.labelled is not None and self.cfg.labelled_weight > 0:
-            xl, yl = self.labelled.draw()
-            ce = F.cross_entropy(self.student(xl).float(), yl)
-            loss = loss + self.cfg.labelled_weight * ce
-            terms["labelled"] = ce.detach()
-        return ObjectiveOutput(loss, terms)
+        return with_labelled_term(self.student, self.labelled, self.cfg.labelled_weight, loss, terms)
 
 
 class FixMatch(Objective):
@@ -174,12 +128,7 @@ class FixMatch(Objective):
         unlabelled = (per_image * mask).mean()  # FixMatch: averaged over the whole unlabelled batch
         loss = self.cfg.unlabelled_weight * unlabelled
         terms = {"unlabelled": unlabelled.detach(), "mask_rate": mask.mean()}
-        if self.labelled is not None and self.cfg.labelled_weight > 0:
-            xl, yl = self.labelled.draw()
-            ce = F.cross_entropy(self.student(xl).float(), yl)
-            loss = loss + self.cfg.labelled_weight * ce
-            terms["labelled"] = ce.detach()
-        return ObjectiveOutput(loss, terms)
+        return with_labelled_term(self.student, self.labelled, self.cfg.labelled_weight, loss, terms)
 
 
 def semi_objective(teacher: nn.Module, student: nn.Module, labelled_u8: torch.Tensor | None,

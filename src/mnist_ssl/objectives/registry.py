@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from mnist_ssl.config import EvalConfig, RunConfigBase
 from mnist_ssl.errors import ConfigError
-from mnist_ssl.evaluation.semi import SemiConfig
+from mnist_ssl.evaluation.semi_config import SemiConfig
 from mnist_ssl.objectives import dino, infonce, mae, mae_infonce, videomae
 
 
