@@ -109,9 +109,9 @@ def test_detection_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         detect_source(tmp_path / "nowhere")
     (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(DataError, match="is a file but not a .npz"):
+    with pytest.raises(DataError, match="is not a folder, nor a .npz array file"):
         detect_source(tmp_path / "notes.txt")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="holds no IDX files, class folders of images or images"):
+    with pytest.raises(DataError, match=r"no train-images-idx3-ubyte\[\.gz\] in .*, no class folders of images, no images"):
         detect_source(tmp_path / "empty")
     assert detect_source("embedded") == "embedded"

@@ -297,7 +297,7 @@ def detect_source(source: str | os.PathLike, dataset: str = "mnist", unlabelled:
     if path.is_file():
         if path.suffix.lower() == ".npz":
             return "npz"
-        raise DataError(f"data source {path} is a file but not a .npz array file (give {_WHAT})")
+        raise DataError(f"data source {path} is not a folder, nor a .npz array file (give {_WHAT})")
     _check_names(dataset, "train")
     if has_idx_files(path, dataset):
         return "idx"
@@ -308,7 +308,9 @@ def detect_source(source: str | os.PathLike, dataset: str = "mnist", unlabelled:
             return "unlabelled"
         raise DataError(f"data source {path} holds images but no class sub-folders: an unlabelled folder "
                         f"serves only as --pretrain-data; --data needs labels ({path}/<class>/<image>)")
-    raise DataError(f"data source {path} holds no IDX files, class folders of images or images (give {_WHAT})")
+    name = idx_file_names("train")[0]
+    raise DataError(f"data source {path}: no {name}[.gz] in {_where(candidate_dirs(path, dataset))}, "
+                    f"no class folders of images, no images (give {_WHAT})")
 
 
 def open_source(source: str | os.PathLike, dataset: str = "mnist", unlabelled: bool = False) -> Source:
