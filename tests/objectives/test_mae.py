@@ -90,3 +90,32 @@ def test_mae_learns_on_a_tiny_problem(masking):
         opt.step()
         losses.append(out.loss.item())
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_masked_patch_error_compares_the_reconstruction_with_the_mean_patch():
+    """A decoder that outputs the mean patch scores exactly the baseline; the check leaves the
+    global random state and the training mode alone."""
+    import torch
+
+    from mnist_ssl.experiment.stages import reconstruction_check
+    from mnist_ssl.models.vit import ViTEncoder
+    from mnist_ssl.objectives.registry import RunConfig, build_objective
+
+    cfg = RunConfig(method="mae")
+    cfg.model.dim, cfg.model.depth, cfg.model.heads = 32, 1, 2
+    cfg.mae.masking = "zero"
+    obj = build_objective(cfg, ViTEncoder(cfg.model))
+    train = (torch.rand(20, 1, 28, 28) * 255).to(torch.uint8)
+    test = (torch.rand(6, 1, 28, 28) * 255).to(torch.uint8)
+    mean_patch = obj.encoder.patchify(train.float() / 255).mean(0)
+    with torch.no_grad():  # the linear decoder predicts the mean patch whatever it is given
+        obj.decoder.weight.zero_()
+        obj.decoder.bias.copy_(mean_patch[0])
+        mean_patch[:] = mean_patch[0]
+    state = torch.get_rng_state()
+    obj.train()
+    out = obj.masked_patch_error(test.float() / 255, mean_patch)
+    assert torch.equal(torch.get_rng_state(), state) and obj.training
+    assert abs(out["masked_mse"] - out["mean_patch_mse"]) < 1e-6
+    again = reconstruction_check(obj, train, test)
+    assert set(again) == {"masked_mse", "mean_patch_mse"} and again["masked_mse"] > 0

@@ -70,7 +70,9 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     semi = _semi(cfg, run, classifier, data, times, quiet=quiet, progress=progress,
                  stop_requested=stop_requested) if cfg.semi.enabled else None
     times["total"] = time.perf_counter() - t_start
+    recon = stages.load_reconstruction_check(run.reconstruction)
     metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **frozen, "tta": tta,
+               **({"reconstruction": recon} if recon is not None else {}),
                **({"semi": semi} if semi is not None else {}),
                "checkpoint": str(ckpt), "wall_time_s": {k: round(v, 3) for k, v in times.items()}}
     _finish(cfg, run, metrics, data.classes, quiet, progress)
@@ -139,6 +141,8 @@ def _pretrained_encoder(cfg: RunConfig, run: RunDir, data: RunData, start: RunSt
     if distributed.is_main():
         stages.save_pretrained(cfg, objective, run.pretrained, data.classes)
         stages.pretraining_figure(cfg, objective, data.test_images, run.figure)
+        stages.save_reconstruction_check(
+            stages.reconstruction_check(objective, data.train_images, data.test_images), run.reconstruction)
     return encoder
 
 

@@ -45,6 +45,7 @@ class RunDir(_Folder):
     loss_curve = _File("loss_curve.png")
     confusion = _File("confusion.png")
     tensorboard = _File("tensorboard")  # event files, with --log tensorboard
+    reconstruction = _File("reconstruction.json")  # masked methods: masked-patch error vs the mean patch
 
     def figure(self, kind: str) -> Path:
         """The pretraining figure of the registry's ``figure`` kind: reconstruction.png, views.png."""

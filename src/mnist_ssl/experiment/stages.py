@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +18,7 @@ import torch
 
 from mnist_ssl.engine import distributed
 from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
-from mnist_ssl.engine.checkpoint import save_checkpoint
+from mnist_ssl.engine.checkpoint import atomic_write_text, save_checkpoint
 from mnist_ssl.engine.loop import train
 from mnist_ssl.engine.resume import ResumeWriter
 from mnist_ssl.evaluation.metrics import classification_metrics
@@ -100,6 +101,33 @@ def pretraining_figure(cfg, objective, test_images: torch.Tensor, path_of: Calla
         from mnist_ssl.report.plots import draw_method_figure
 
         draw_method_figure(kind, arrays, str(path_of(kind)))
+
+
+def reconstruction_check(objective, train_images: torch.Tensor, test_images: torch.Tensor) -> dict | None:
+    """For a masked method: the masked-patch error of its reconstructions of the test images
+    against predicting each position's mean training patch (None for other methods)."""
+    if not hasattr(objective, "masked_patch_error"):
+        return None
+    encoder = objective.encoder
+    train = train_images.float() / 255.0
+    if encoder.cfg.frames > 1:
+        train = encoder.as_clip(train)
+    mean_patch = encoder.patchify(train).mean(0)
+    result = objective.masked_patch_error(test_images.float() / 255.0, mean_patch)
+    return {k: round(v, 6) for k, v in result.items()}
+
+
+def save_reconstruction_check(result: dict | None, path: Path) -> None:
+    if result is not None:
+        atomic_write_text(path, json.dumps(result))
+
+
+def load_reconstruction_check(path: Path) -> dict | None:
+    """The saved check of a run (None when its method does not mask, or the run predates it)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 # ----- frozen evaluation ---------------------------------------------------------------

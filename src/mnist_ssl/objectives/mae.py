@@ -206,6 +206,29 @@ class MAE(Objective):
         return masked, recon
 
     @torch.no_grad()
+    @torch.no_grad()
+    def masked_patch_error(self, images: torch.Tensor, mean_patch: torch.Tensor, seed: int = 0) -> dict:
+        """Mean squared pixel error over the masked patches of ``images`` (B, C, H, W) floats, of the
+        reconstruction and of predicting ``mean_patch`` (N, P) at every position: a reconstruction
+        that does not beat the mean patch has learned nothing. Masks are drawn from ``seed``,
+        without touching the global random state; eval mode (no dropout)."""
+        was_training = self.training
+        self.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            x = self.encoder.as_clip(images) if self.encoder.cfg.frames > 1 else images
+            latent, mask, restore_idx = self.forward_encoder(x)
+            pred = self.forward_decoder(latent, restore_idx)
+        self.train(was_training)
+        patches = self.encoder.patchify(x)
+        if getattr(self.cfg, "norm_pix_loss", False):  # back to pixels with the true statistics, as the figure does
+            mean = patches.mean(-1, keepdim=True)
+            pred = pred * (patches.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt() + mean
+        masked = mask.bool()
+        model = ((pred - patches) ** 2).mean(-1)[masked].mean()
+        baseline = ((mean_patch.to(patches) - patches) ** 2).mean(-1)[masked].mean()
+        return {"masked_mse": float(model), "mean_patch_mse": float(baseline)}
+
     def figure(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         """What the reconstruction figure shows for a few images (B, C, H, W): channel 0 of the
         ``original``, ``masked`` and ``reconstruction``, each (B, H, W), or (B, T, H, W) for clips."""
