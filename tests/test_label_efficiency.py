@@ -10,7 +10,8 @@ import torch
 
 from mnist_ssl.cli import build_parser, main
 from mnist_ssl.commands.common import build_config
-from mnist_ssl.experiment.label_efficiency import finetune_epochs, labelled_subset, load_pool, margins, summarise
+from mnist_ssl.experiment.label_efficiency import finetune_epochs, labelled_subset, load_pool
+from mnist_ssl.report.label_efficiency import margins, summarise
 
 TINY = ["--classes", "0,1,2", "--test-per-class", "10", "--epochs", "1", "--finetune-steps", "4",
         "--finetune-min-epochs", "1",

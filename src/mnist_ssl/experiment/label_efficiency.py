@@ -58,6 +58,7 @@ from mnist_ssl.experiment.rundir import LabelEfficiencyDir
 from mnist_ssl.experiment.runtime import resolve_device, seed_everything, setup_threads
 from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
 from mnist_ssl.objectives.registry import RunConfig, get_method, method_sections
+from mnist_ssl.report.label_efficiency import format_table, margins, summarise, summarise_baselines, write_plots
 
 SCHEMA = "mnist-ssl/label-efficiency/v1"
 
@@ -289,7 +290,7 @@ def _write_summaries(result: dict, pool: Pool, folder: LabelEfficiencyDir) -> No
     atomic_write_text(folder.results, json.dumps(result, indent=2))
     table = format_table(result)
     atomic_write_text(folder.table, table + "\n")
-    write_plots(result, len(pool.images) // len(pool.classes), folder)
+    write_plots(result, len(pool.images) // len(pool.classes), {part: folder.plot(part) for part in folder.PLOTS})
     print(table)
 
 
@@ -378,101 +379,3 @@ class _Job:
                  f"probe {100 * probe:6.2f}%{semi_line}  ({row['time_s']:.0f} s)")
         self.result["wall_time_s"]["total"] = round(time.perf_counter() - self.t0, 1)
         atomic_write_text(self.folder.results, json.dumps(self.result, indent=2))
-
-
-# ----- summaries ------------------------------------------------------------------
-def summarise(rows: list[dict]) -> dict:
-    """method -> k -> {"finetune": {mean, std, n}, "probe": {...}} (std over seeds, ddof=1; 0 for one seed)."""
-    from mnist_ssl.evaluation.metrics import summary
-
-    out: dict = {}
-    for r in rows:
-        out.setdefault(r["method"], {}).setdefault(str(r["k"]), {"finetune": [], "probe": []})
-        cell = out[r["method"]][str(r["k"])]
-        cell["finetune"].append(r["finetune_accuracy"])
-        cell["probe"].append(r["probe_accuracy"])
-        if "semi_accuracy" in r:  # rows with the semi-supervised stage
-            cell.setdefault("semi", []).append(r["semi_accuracy"])
-    for cells in out.values():
-        for k, cell in cells.items():
-            for part in [p for p in ("finetune", "probe", "semi") if p in cell]:
-                s = summary(cell[part])
-                cell[part] = {"mean": s["mean"], "std": s["std"] if s["n"] > 1 else 0.0, "n": s["n"]}
-    return out
-
-
-BASELINE_NAMES = {"svm": "RBF SVM, raw pixels", "knn": "1-NN, raw pixels", "logreg": "logistic regression, raw pixels"}
-
-
-def summarise_baselines(rows: list[dict]) -> dict:
-    """baseline -> k -> {mean, std, n} of its test accuracy over seeds."""
-    from mnist_ssl.evaluation.metrics import summary
-
-    acc: dict = {}
-    for r in rows:
-        acc.setdefault(r["method"], {}).setdefault(str(r["k"]), []).append(r["accuracy"])
-    out: dict = {}
-    for name, cells in acc.items():
-        out[name] = {}
-        for k, values in cells.items():
-            s = summary(values)
-            out[name][k] = {"mean": s["mean"], "std": s["std"] if s["n"] > 1 else 0.0, "n": s["n"]}
-    return out
-
-
-def margins(summ: dict, k: int) -> dict:
-    """Fine-tuning accuracy of each method minus the no-pretraining ViT's, at k labels per class."""
-    base = summ.get("supervised", {}).get(str(k))
-    if base is None:
-        return {}
-    return {m: round(cells[str(k)]["finetune"]["mean"] - base["finetune"]["mean"], 4)
-            for m, cells in summ.items() if m != "supervised" and str(k) in cells}
-
-
-def format_table(result: dict) -> str:
-    summ = result.get("summary") or summarise(result["rows"])
-    ks = [str(k) for k in result["labels_per_class"]]
-    head = "| method | " + " | ".join(f"k={k}" for k in ks) + " |"
-    lines = [f"Test accuracy % (fine-tuned; linear probe in brackets), mean ± std over seeds; "
-             f"{result['pool_images']} pool images, {result['test_images']} test images.", "",
-             head, "|---" * (len(ks) + 1) + "|"]
-    for m, cells in summ.items():
-        row = []
-        for k in ks:
-            c = cells.get(k)
-            if c is None:
-                row.append("-")
-                continue
-            f, p = c["finetune"], c["probe"]
-            row.append(f"{100 * f['mean']:.1f} ± {100 * f['std']:.1f} ({100 * p['mean']:.1f}) n={f['n']}")
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
-        if any("semi" in c for c in cells.values()):  # the semi-supervised stage: its own row
-            semi = [("-" if "semi" not in cells.get(k, {}) else
-                     f"{100 * cells[k]['semi']['mean']:.1f} ± {100 * cells[k]['semi']['std']:.1f} "
-                     f"n={cells[k]['semi']['n']}") for k in ks]
-            lines.append(f"| {m} + semi | " + " | ".join(semi) + " |")
-    base = result.get("baseline_summary") or summarise_baselines(result.get("baselines", []))
-    for name, cells in base.items():
-        row = [("-" if cells.get(k) is None else
-                f"{100 * cells[k]['mean']:.1f} ± {100 * cells[k]['std']:.1f} n={cells[k]['n']}") for k in ks]
-        lines.append(f"| {BASELINE_NAMES.get(name, name)} | " + " | ".join(row) + " |")
-    marg = result.get("margins_at_10") or margins(summ, 10)
-    if marg:
-        lines += ["", "Margin over the no-pretraining ViT at k=10 (fine-tuned, points): "
-                  + ", ".join(f"{m} {100 * v:+.1f}" for m, v in marg.items())]
-    return "\n".join(lines)
-
-
-def write_plots(result: dict, all_per_class: int, folder: LabelEfficiencyDir) -> None:
-    from mnist_ssl.report.plots import plot_accuracy_vs_labels
-
-    summ = result.get("summary") or summarise(result["rows"])
-    for part in ("finetune", "probe"):
-        table = {m: {(all_per_class if k == "all" else int(k)): (c[part]["mean"], c[part]["std"])
-                     for k, c in cells.items()} for m, cells in summ.items()}
-        if part == "finetune":  # the raw-pixel baselines beside the fine-tuned ViTs
-            base = result.get("baseline_summary") or summarise_baselines(result.get("baselines", []))
-            for baseline, cells in base.items():
-                table[BASELINE_NAMES.get(baseline, baseline)] = {
-                    (all_per_class if k == "all" else int(k)): (c["mean"], c["std"]) for k, c in cells.items()}
-        plot_accuracy_vs_labels(table, str(folder.plot(part)))
