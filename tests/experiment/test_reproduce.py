@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mnist_ssl.experiment.reproduce import summary_table
+from mnist_ssl.report.summary import summary_table
 from mnist_ssl.experiment.rundir import JobDir, RunDir
 
 
