@@ -59,7 +59,7 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, "Split"], list[str]]:  
 
     ``train`` is required; ``val`` and ``test`` are taken when present and not empty.
     """
-    from mnist_ssl.data.sources import Split
+    from mnist_ssl.data.split import Split
 
     path = Path(path)
     if not path.is_file():

@@ -121,7 +121,7 @@ def load_image_folder(root: str | os.PathLike) -> tuple[dict[str, "Split"], list
     train and test are drawn disjointly (as for the embedded data). Labels are
     positions in the class-name list.
     """
-    from mnist_ssl.data.sources import Split
+    from mnist_ssl.data.split import Split
 
     root = Path(root)
     split_dirs = {s: root / s for s in SPLIT_NAMES if (root / s).is_dir()}
@@ -143,7 +143,7 @@ def load_image_folder(root: str | os.PathLike) -> tuple[dict[str, "Split"], list
 
 def load_unlabelled_folder(root: str | os.PathLike) -> "Split":  # noqa: F821
     """Every image under ``root`` (recursively, sorted by path), labels -1: pretraining only."""
-    from mnist_ssl.data.sources import Split
+    from mnist_ssl.data.split import Split
 
     root = Path(root)
     if not root.is_dir():

@@ -28,14 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_ssl.errors import ConfigError
 from mnist_ssl.evaluation.semi_config import STRONG_AUGMENT, SemiConfig
 from mnist_ssl.objectives.base import Objective, ObjectiveOutput
 
 View = Callable[[torch.Tensor], torch.Tensor]
 
-__all__ = ["STRONG_AUGMENT", "SemiConfig", "copy_student", "run_semi", "semi_objective", "semi_stage",
-           "soft_label_loss"]
+__all__ = ["STRONG_AUGMENT", "SemiConfig", "copy_student", "run_semi", "semi_objective", "soft_label_loss"]
 
 def copy_student(teacher: nn.Module) -> nn.Module:
     """A trainable copy of the fine-tuned classifier: the SimCLRv2 self-distillation student."""
@@ -166,37 +164,3 @@ def run_semi(teacher: nn.Module, student: nn.Module, unlabelled_u8: torch.Tensor
     state = train(objective, unlabelled_u8, None, cfg.optim(), phase="semi", view=None, **train_kw)
     student.eval()
     return state
-
-
-def semi_stage(cfg, teacher: nn.Module, unlabelled_u8: torch.Tensor, labelled_u8: torch.Tensor,
-               labelled_targets: torch.Tensor, num_classes: int, *, seed: int,
-               init_encoder: nn.Module | None = None, **train_kw) -> nn.Module:
-    """The ``semi`` stage of a run (``cfg``: the RunConfig): a student trained from ``teacher`` (the
-    fine-tuned classifier) on ``unlabelled_u8`` -> the student, in eval mode.
-
-    The student is a copy of the teacher (``semi.student_init="teacher"``) or a fresh head on a
-    copy of ``init_encoder`` (``"pretrained"``: the encoder before fine-tuning). The weak view is
-    the run's fine-tuning augmentation, the strong one :data:`STRONG_AUGMENT` (clips built
-    after either for video models). Seeded by ``seed`` (+ 2: pretraining uses ``seed``,
-    fine-tuning ``seed + 1``).
-    """
-    from mnist_ssl.config import AugmentConfig
-    from mnist_ssl.experiment.data import clip_builder, make_view, phase_view
-    from mnist_ssl.experiment.runtime import seed_everything
-    from mnist_ssl.models.vit import ViTClassifier
-
-    sc = cfg.semi
-    sc.validate()
-    seed_everything(seed + 2)
-    if sc.student_init == "teacher":
-        student = copy_student(teacher)
-    else:
-        if init_encoder is None:
-            raise ConfigError("semi.student_init=pretrained needs the encoder before fine-tuning; "
-                              "use semi.student_init=teacher here")
-        student = ViTClassifier(copy.deepcopy(init_encoder), num_classes).to(labelled_u8.device)
-        student.requires_grad_(True)
-    strong = make_view(AugmentConfig(**STRONG_AUGMENT), clip_builder(cfg)) if sc.kind == "fixmatch" else None
-    run_semi(teacher, student, unlabelled_u8, labelled_u8, labelled_targets, sc,
-             weak_view=phase_view(cfg, "finetune"), strong_view=strong, **train_kw)
-    return student

@@ -366,7 +366,7 @@ class _Job:
                "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs}
         semi_line = ""
         if cfg.semi.enabled:  # its own numbers beside the plain ones, from the same fine-tuned teacher
-            from mnist_ssl.evaluation.semi import semi_stage
+            from mnist_ssl.experiment.semi import semi_stage
 
             student = semi_stage(cfg, finetuned[0], pool.images, images, y, len(pool.classes), seed=s,
                                  init_encoder=enc)

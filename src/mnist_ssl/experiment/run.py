@@ -85,7 +85,7 @@ def _semi(cfg: RunConfig, run: RunDir, classifier: ViTClassifier, data: RunData,
     classifier on the pretraining images (the training sample, or the pool with data.pretrain_on=pool);
     -> its test result, kept beside the plain one. Its epochs go to the log as phase "semi"."""
     from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger
-    from mnist_ssl.evaluation.semi import semi_stage
+    from mnist_ssl.experiment.semi import semi_stage
 
     t0 = time.perf_counter()
     init = None
