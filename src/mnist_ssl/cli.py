@@ -92,7 +92,12 @@ def _missing_dirs(path: str | None) -> list[Path]:
 def _remove_if_empty(dirs: list[Path]) -> None:
     """Remove folders this command created and left empty (a failed command leaves nothing behind)."""
     for d in dirs:
+        # Folders made inside it before the failure (a job's empty runs/<method>/seed<k>/), deepest first.
+        inner = sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) \
+            if d.is_dir() else []
         try:
+            for sub in inner:
+                sub.rmdir()
             d.rmdir()
-        except OSError:
+        except OSError:  # a file inside: something was written, keep it all
             return

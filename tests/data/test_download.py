@@ -155,7 +155,7 @@ def test_all_mirrors_fail(server, payload, tmp_path):
     refused = f"http://127.0.0.1:{_closed_port()}/"
     with pytest.raises(DownloadError) as e:
         download("mnist", tmp_path, mirrors=[m404, m500, refused], files={name: _md5s(payload)[name]},
-                 timeout=5)
+                 timeout=60)
     msg = str(e.value)
     assert f"could not download {name}" in msg
     assert f"{m404}{name}: HTTP 404" in msg
