@@ -185,16 +185,18 @@ def _train_rank(rank: int, port: int, tmp: str, resume: bool, hold: str) -> None
         if isinstance(e, TrainingInterrupted):
             result["step"] = steps[-1] if steps else 0
     Path(tmp, f"result{rank}.json").write_text(json.dumps(result))
+    # Leave as a forked worker does (os._exit, no interpreter teardown): in a spawned rank the
+    # teardown destroys gloo's threads after a stop and aborts (std::terminate); the CLI's own
+    # exit under torchrun is checked by the torchrun test below.
+    os._exit(0)
 
 
 def _start(tmp: Path, resume: bool = False, hold: str = ""):
-    # forkserver: one clean server process imports torch once, each rank is a fork of it (a
-    # fork of the test process itself could inherit a lock held by one of its threads).
-    import multiprocessing
-
-    multiprocessing.set_forkserver_preload(["torch", "mnist_ssl.engine.loop"])
+    # spawn: each rank is a fresh interpreter. A fork of the test process could inherit a lock
+    # held by one of its threads, and the forkserver is one per test process: when an earlier
+    # test (a reproduce pool) started it, ranks forked from it hung in the full suite.
     return mp.start_processes(_train_rank, args=(_free_port(), str(tmp), resume, hold), nprocs=2,
-                              join=False, start_method="forkserver")
+                              join=False, start_method="spawn")
 
 
 def _wait_for_epoch_1(ctx, tmp: Path, timeout: float = 300.0) -> None:
