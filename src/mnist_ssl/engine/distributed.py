@@ -45,6 +45,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mnist_ssl.errors import ConfigError, MnistSSLError
+from mnist_ssl.losses import gather_with_grad  # noqa: F401  (re-exported; it lives beside the loss that uses it)
 
 
 class PeerLost(MnistSSLError):
@@ -254,36 +255,3 @@ def reduce_sums(loss_sum: torch.Tensor, seen: int, terms: dict) -> tuple[torch.T
     return flat[0], int(flat[1].item()), {k: flat[2 + i] for i, k in enumerate(keys)}
 
 
-# ----- the loss: negatives from every rank -----------------------------------
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward hands each rank the summed gradient of its own slice.
-
-    Every rank computes the same loss of the gathered batch, so each rank's
-    gradient of its slice is the same; summing them over the ranks (all_reduce)
-    and letting DDP average the weight gradients gives exactly the gradient of
-    the loss in one process.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor):
-        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x.contiguous())
-        return tuple(out)
-
-    @staticmethod
-    def backward(ctx, *grads: torch.Tensor):
-        g = torch.stack([x.contiguous() for x in grads])
-        dist.all_reduce(g)
-        return g[dist.get_rank()]
-
-
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """(n, ...) on each of N ranks -> (N * n, ...), slices in rank order; identity in one process.
-
-    Gradients flow back to every rank's ``x``. Every rank must compute the same
-    loss of the result (``nt_xent`` of the gathered batches does), and ``n``
-    must be equal on every rank (:func:`shard_batches` makes it so).
-    """
-    if not active():
-        return x
-    return torch.cat(_GatherWithGrad.apply(x))
