@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import json
 
 import pytest
@@ -46,6 +47,8 @@ def _declare_torchvision_ops() -> None:
 
 def _import(name: str):
     if importlib.util.find_spec(name) is None:
+        if os.environ.get("CI"):  # .ci/run installs timm and the test extra transformers
+            pytest.fail(f"{name} is not installed in CI: .ci/run should have installed it")
         pytest.skip(f"{name} is not installed (pip install 'mnist-ssl[export]')")
     _declare_torchvision_ops()
     return importlib.import_module(name)

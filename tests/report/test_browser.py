@@ -174,6 +174,8 @@ def inspect_page(html: Path, screenshot: Path | None = None, exe: str | None = N
 def chromium():
     exe = chromium_path()
     if exe is None:
+        if os.environ.get("CI"):  # .ci/run installs it: a CI run without it must not pass silently
+            pytest.fail("no Chromium in CI: .ci/run should have installed it (apt-get install chromium)")
         pytest.skip("no Chromium on this machine (apt-get install chromium; .ci/run installs it)")
     return exe
 
