@@ -20,7 +20,8 @@ from mnist_ssl.engine.checkpoint import atomic_write_text
 from mnist_ssl.experiment import stages
 from mnist_ssl.experiment.data import RunData, prepare_data
 from mnist_ssl.experiment.rundir import RunDir
-from mnist_ssl.experiment.run import _finish, _pretrained_encoder, _saved_state, _start_log
+from mnist_ssl.engine.resume import RunStart
+from mnist_ssl.experiment.run import _finish, _pretrained_encoder, _start_log, _start_point
 from mnist_ssl.experiment.runtime import seed_everything, setup
 from mnist_ssl.models.vit import ViTClassifier
 
@@ -40,14 +41,15 @@ def run_experiments_batched(cfgs: list, run_dirs: list[str | Path], *, quiet: bo
         run = RunDir(run_dir)
         run.path.mkdir(parents=True, exist_ok=True)
         device = setup(cfg)
-        saved = _saved_state(cfg, run) if resume else None
+        start = _start_point(cfg, run) if resume else RunStart()  # a damaged state: redone from what is good
+        saved = start.state
         seed_everything(cfg.seed)
         t_start = time.perf_counter()
         data = data if data is not None else prepare_data(cfg, device)
         atomic_write_text(run.config, cfg.to_json())
-        _start_log(run, saved)
+        _start_log(run, start)
         times: dict[str, float] = {}
-        encoder = _pretrained_encoder(cfg, run, data, saved, times, **kw)
+        encoder = _pretrained_encoder(cfg, run, data, start, times, **kw)
         t0 = time.perf_counter()
         frozen = stages.frozen(cfg, encoder, data, run.features)
         eval_time = time.perf_counter() - t0

@@ -14,7 +14,7 @@ import numpy as np
 from mnist_ssl.engine import distributed
 from mnist_ssl.engine.callbacks import TrainingInterrupted
 from mnist_ssl.engine.checkpoint import atomic_write_text, load_classifier, load_encoder
-from mnist_ssl.engine.resume import RunStart, check_same_config, clear_train_state, last_good_state, load_train_state
+from mnist_ssl.engine.resume import RunStart, clear_train_state, last_good_state
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.experiment import stages
 from mnist_ssl.experiment.data import RunData, load_test_sample, prepare_data
@@ -41,7 +41,6 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     device = setup(cfg)
     start = _start_point(cfg, run, encoder_given=encoder is not None) if resume else RunStart()
     saved = start.state
-    phase = "finetune" if start.from_pretrained else saved["meta"]["phase"] if saved is not None else None
     seed_everything(cfg.seed)
     t_start = time.perf_counter()
     data = data if data is not None else prepare_data(cfg, device)
@@ -177,12 +176,6 @@ def _as_start(start: RunStart | dict | None) -> RunStart:
     if isinstance(start, RunStart):
         return start
     return RunStart() if start is None else RunStart(start, log=start["meta"]["log"])
-
-
-def _saved_state(cfg: RunConfig, run: RunDir) -> dict | None:
-    """The resume state ``--resume`` continues ``run`` from (None: from the start); see :func:`_start_point`,
-    which also tells a finished pretraining to fine-tune again after a damaged state."""
-    return _start_point(cfg, run).state
 
 
 def _start_point(cfg: RunConfig, run: RunDir, encoder_given: bool = False) -> RunStart:
