@@ -66,28 +66,13 @@ def probes(enc):
 
 @torch.no_grad()
 def recon_err(obj):
-    """masked-patch MSE on test images vs the mean-patch predictor (per-position training mean)."""
-    if not hasattr(obj, "forward_encoder") and not hasattr(obj, "mae"):
+    """Masked-patch MSE on the test images against the mean-patch predictor (the package's check)."""
+    from mnist_ssl.experiment.stages import reconstruction_check
+
+    check = reconstruction_check(obj, data.train_images, data.test_images)
+    if check is None:
         return {}
-    m = obj if hasattr(obj, "forward_encoder") else obj.mae
-    m.eval()
-    torch.manual_seed(0)
-    x = data.test_images.float() / 255
-    enc = m.encoder
-    if enc.cfg.frames > 1:
-        xin = enc.as_clip(x)
-    else:
-        xin = x
-    latent, mask, ridx = m.forward_encoder(xin)
-    pred = m.forward_decoder(latent, ridx)
-    tgt = enc.patchify(xin)
-    if getattr(m.cfg, "norm_pix_loss", False):
-        mean = tgt.mean(-1, keepdim=True); std = (tgt.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
-        pred = pred * std + mean
-    mean_patch = enc.patchify(enc.as_clip(data.train_images.float() / 255) if enc.cfg.frames > 1 else data.train_images.float() / 255).mean(0, keepdim=True)
-    e = ((pred - tgt) ** 2).mean(-1); e0 = ((mean_patch - tgt) ** 2).mean(-1)
-    mm = mask.bool()
-    return {"masked_mse": round(float(e[mm].mean()), 5), "meanpatch_mse": round(float(e0[mm].mean()), 5)}
+    return {"masked_mse": round(check["masked_mse"], 5), "meanpatch_mse": round(check["mean_patch_mse"], 5)}
 
 def pixel_baselines():
     tr = data.train_images.reshape(len(data.train_images), -1).float().numpy() / 255
