@@ -118,3 +118,21 @@ def test_document_preset_restores_the_documents_recipe_over_the_method_presets()
     # Without the preset file the measured recipes apply.
     plain = build_config(argparse.Namespace(set=[]), "mae")
     assert (plain.mae.masking, plain.mae.mask_ratio, plain.pretrain.epochs) == ("drop", 0.5, 300)
+
+
+def test_a_phase_shorter_than_the_presets_warmup_warms_up_over_the_whole_phase():
+    """MAE's preset warms up 10 epochs: --set pretrain.epochs=5 (or --epochs 5) shortens the warm-up
+    with it, while a warm-up the user sets longer than the phase stays an error."""
+    import argparse
+
+    import pytest
+
+    from mnist_ssl.commands.common import build_config
+    from mnist_ssl.errors import ConfigError
+
+    cfg = build_config(argparse.Namespace(set=["pretrain.epochs=5"]), "mae")
+    assert (cfg.pretrain.epochs, cfg.pretrain.warmup_epochs) == (5, 5.0)
+    cfg = build_config(argparse.Namespace(set=[], epochs=2), "mae")
+    assert (cfg.pretrain.warmup_epochs, cfg.finetune.warmup_epochs) == (2.0, 1.0)
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        build_config(argparse.Namespace(set=["pretrain.epochs=5", "pretrain.warmup_epochs=10"]), "mae")

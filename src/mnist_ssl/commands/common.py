@@ -108,7 +108,8 @@ def build_config(args: argparse.Namespace, method: str | None = None, base: dict
         if method is not None:
             base["method"] = method
     sets = list(getattr(args, "set", []) or [])
-    cfg = apply_overrides(RunConfig.from_dict(base), _flag_overrides(args) + _warmup_within(args, base) + sets)
+    cfg = apply_overrides(RunConfig.from_dict(base), _flag_overrides(args) + sets)
+    _keep_warmup_within_phase(cfg, sets)
     if fresh:
         classes_given = (getattr(args, "classes", None) is not None
                          or any(s.split("=", 1)[0].strip() == "data.classes" for s in sets)
@@ -123,13 +124,14 @@ def build_config(args: argparse.Namespace, method: str | None = None, base: dict
     return cfg.validate()
 
 
-def _warmup_within(args: argparse.Namespace, base: dict) -> list[str]:
-    """--epochs N shorter than a preset's warm-up (MAE's is 10 epochs): the warm-up spans the phase."""
-    epochs = getattr(args, "epochs", None)
-    if epochs is None:
-        return []
-    return [f"{phase}.warmup_epochs={min(float(base.get(phase, {}).get('warmup_epochs', 0.0)), float(epochs))}"
-            for phase in ("pretrain", "finetune")]
+def _keep_warmup_within_phase(cfg, sets: list[str]) -> None:
+    """A phase shortened below a preset's warm-up (MAE's is 10 epochs), by --epochs or --set
+    <phase>.epochs, warms up over the whole phase; a warm-up the user set is kept, and checked."""
+    named = {s.split("=", 1)[0].strip() for s in sets}
+    for name in ("pretrain", "finetune"):
+        phase = getattr(cfg, name)
+        if f"{name}.warmup_epochs" not in named and phase.warmup_epochs > phase.epochs:
+            phase.warmup_epochs = float(phase.epochs)
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
