@@ -2,9 +2,12 @@
 
 Used to choose the fine-tuning defaults (docs/results.md, "Tuning record").
 It calls the same pieces as ``mnist-ssl reproduce --methods supervised`` (the
-engine, the data layer, the seeds) and gives the same numbers: with no
-arguments it reproduces the old defaults' 80.67 +- 9.21 over 3 seeds to the digit.
-Each key=value argument sets one knob; unknown keys are refused.
+engine, the data layer, the seeds), but trains the way the record did: the head
+starts untrained (no LP-FT), the augmentation is the affine one below (no elastic
+distortion), and each knob's default is the value it had then. Config fields
+without a knob take today's RunConfig defaults, so a rerun gives the record's
+numbers only while those are the ones the record ran with.
+Each key=value argument sets one knob; unknown keys are refused (exit 2).
 
     python scripts/finetune_sweep.py NAME [seeds=3] [epochs=15] [bs=8] [lr=2e-3] [wd=0.05]
         [warm=1] [opt=adamw] [ls=0] [drop=0.1] [pos=learned] [patch=4] [depth=4] [dim=64]
@@ -19,24 +22,33 @@ import time
 
 import torch
 
-from mnist_ssl.config import AugmentConfig, RunConfig
+from mnist_ssl.config import AugmentConfig
 from mnist_ssl.engine.loop import train
+from mnist_ssl.experiment.data import make_view, prepare_data
+from mnist_ssl.experiment.runtime import seed_everything
+from mnist_ssl.experiment.stages import predict_logits
 from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
+from mnist_ssl.objectives.registry import RunConfig
 from mnist_ssl.objectives.supervised import Supervised
-from mnist_ssl.pipeline import make_view, predict_logits, prepare_data, seed_everything
 
 KNOBS = {"seeds": "3", "epochs": "15", "bs": "8", "lr": "2e-3", "wd": "0.05", "warm": "1", "opt": "adamw",
          "ls": "0", "drop": "0.1", "pos": "learned", "patch": "4", "depth": "4", "dim": "64", "std": "1",
          "aug": "0", "rot": "10", "tr": "0.1"}
 
 
+def _fail(line: str) -> None:
+    """One line on stderr and exit code 2, as the CLI does for bad input."""
+    print(line, file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: list[str]) -> None:
-    if not argv or "=" in argv[0]:
-        sys.exit("usage: finetune_sweep.py NAME [key=value ...]; keys: " + ", ".join(KNOBS))
+    if not argv or "=" in argv[0] or not all("=" in a for a in argv[1:]):
+        _fail("usage: finetune_sweep.py NAME [key=value ...]; keys: " + ", ".join(KNOBS))
     name, pairs = argv[0], dict(a.split("=", 1) for a in argv[1:])
     unknown = sorted(set(pairs) - set(KNOBS))
     if unknown:
-        sys.exit(f"unknown knob(s): {', '.join(unknown)}; known: {', '.join(KNOBS)}")
+        _fail(f"unknown knob(s): {', '.join(unknown)}; known: {', '.join(KNOBS)}")
     kv = {**KNOBS, **pairs}
     torch.set_num_threads(1)
     accs, t0 = [], time.time()
@@ -54,7 +66,7 @@ def main(argv: list[str]) -> None:
         data = prepare_data(cfg, torch.device("cpu"))
         seed_everything(seed)
         classifier = ViTClassifier(ViTEncoder(m), len(data.classes))
-        seed_everything(seed + 1)  # as pipeline.finetune_stage, after the classifier is built
+        seed_everything(seed + 1)  # as stages.finetune, after the classifier is built
         state = train(Supervised(classifier, ft.label_smoothing), data.train_images, data.train_targets, ft,
                       phase="finetune", view=make_view(aug))
         logits = predict_logits(classifier, data.test_images)
