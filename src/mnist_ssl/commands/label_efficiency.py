@@ -24,6 +24,11 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", default=None, metavar="N,...",
                    help="seeds per budget, one number per --labels entry or one for all (default: 3 for "
                         f"k <= {SMALL_LABEL_BUDGET}, 1 above, i.e. 3,3,3,1,1 for the default --labels)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="K",
+                   help="seeds K, K+1, ... instead of 0, 1, ... (default 0), e.g. report seeds that no "
+                        "setting was chosen on. Seed s draws the labelled images and seeds the fine-tuning "
+                        "(and the from-scratch ViT), so its row is the same whatever K; the test sample and "
+                        "the pretraining (seed: --set seed=N) do not change with K")
     p.add_argument("--finetune-steps", type=int, default=1000,
                    help="optimiser steps of each fine-tuning, or --finetune-min-epochs epochs if that is "
                         "more (default 1000); it starts from a head fitted on the frozen features "
@@ -34,7 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the raw-pixel baselines (SVM, 1-NN, logistic regression) on the same labels")
     p.add_argument("--out", default="runs/label-efficiency")
-    p.add_argument("--resume", action="store_true", help="keep finished rows and pretrained encoders in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="keep finished rows and pretrained encoders in --out (same data, budget and "
+                        "--first-seed required)")
     add_data_args(p)
     add_run_args(p)
     p.set_defaults(func=run, seed=None)
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     labels = [parse_count(k, "--labels") for k in args.labels.split(",")]
     seeds = seed_counts(args.seeds, labels)
+    if args.first_seed < 0:
+        raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
     configs = {m: build_config(args, m) for m in methods}
     out = prepare_out_dir(args.out, args.overwrite, args.resume)
     for flag, value in (("--finetune-steps", args.finetune_steps),
@@ -70,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be >= 1")
     with held(out) as stop:  # one job per folder; SIGINT/SIGTERM stop at the next batch
-        run_label_efficiency(configs, out, labels=labels, seeds=seeds, finetune_steps=args.finetune_steps,
+        run_label_efficiency(configs, out, labels=labels, seeds=seeds, first_seed=args.first_seed,
+                             finetune_steps=args.finetune_steps,
                              min_epochs=args.finetune_min_epochs, baselines=not args.no_baselines,
                              quiet=args.quiet, resume=args.resume, command=command_line(), stop_requested=stop)
     return 0

@@ -10,8 +10,11 @@ The protocol:
 2. Each self-supervised method pretrains one encoder (seed ``cfg.seed``) on the
    pool's images, without labels.
 3. For each budget k (labelled images per class; "all" = the whole pool) and
-   each seed s, k images per class are drawn from the pool (nested: the k
-   images of seed s are the first k of a per-class order fixed by s). With
+   each seed s (``first_seed`` .. ``first_seed`` + n - 1), k images per class are
+   drawn from the pool (nested: the k images of seed s are the first k of a
+   per-class order fixed by s). Seed s's row depends on s alone, not on the job's
+   first seed: the test sample and the pretrained encoder are the job's, the
+   draw and the fine-tuning (and the from-scratch ViT's initialisation) are s's. With
    them, the pretrained encoder is (a) frozen, and a logistic regression is
    fitted on its CLS features (the linear probe), and (b) fine-tuned whole for
    about ``finetune_steps`` optimiser steps or ``min_epochs`` epochs, whichever
@@ -29,9 +32,10 @@ The protocol:
 
 Writes into ``out``: ``results.json`` (every row, written after each one so an
 interrupted job keeps what finished; ``--resume`` continues and keeps the rows
-of methods not named this time, so a job can be split over several commands), ``table.md``,
-``accuracy_vs_labels.png`` (fine-tuning) and ``probe_vs_labels.png``, and per
-method ``pretrained/<method>.safetensors`` with its pretraining ``log.jsonl``.
+of methods not named this time, so a job can be split over several commands; it refuses
+another first seed), ``table.md``, ``accuracy_vs_labels.png`` (fine-tuning) and
+``probe_vs_labels.png``, and per method ``pretrained/<method>.safetensors`` with its
+pretraining ``log.jsonl``.
 """
 
 from __future__ import annotations
@@ -187,21 +191,29 @@ def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: to
 PRETRAINING_KEYS = ("method", "seed", "data", "model", "pretrain", "pretrain_augment", *method_sections())
 
 
-def _check_resumable(previous: dict, results_path: Path, data: dict, budget: dict) -> None:
-    """Refuse to add rows to a results.json made with other data or another fine-tuning budget
-    (``budget``: finetune_steps, finetune_min_epochs; a file older than a field lacks it, and is refused)."""
-    refuse_other_config({"data": previous.get("data"), **{k: previous.get(k) for k in budget}},
-                        {"data": data, **budget}, results_path, "was made with")
+def _check_resumable(previous: dict, results_path: Path, data: dict, budget: dict, first_seed: int) -> None:
+    """Refuse to add rows to a results.json made with other data, another fine-tuning budget
+    (``budget``: finetune_steps, finetune_min_epochs; a file older than a field lacks it, and is
+    refused) or another first seed (a file older than --first-seed started at 0). One file holds
+    one first seed: resuming with another would replace the named methods' rows by other seeds'."""
+    refuse_other_config({"data": previous.get("data"), **{k: previous.get(k) for k in budget},
+                         "first_seed": previous.get("first_seed", 0)},
+                        {"data": data, **budget, "first_seed": first_seed}, results_path, "was made with")
+
+
+def budget_seeds(n_seeds: int, first_seed: int) -> range:
+    """The seeds of a budget with ``n_seeds`` seeds: first_seed, first_seed + 1, ..."""
+    return range(first_seed, first_seed + n_seeds)
 
 
 def _baseline_rows(pool: Pool, pool_x: torch.Tensor, test_x: torch.Tensor, test_y: np.ndarray,
-                   labels: list[int | None], seeds: list[int]) -> list[dict]:
+                   labels: list[int | None], seeds: list[int], first_seed: int) -> list[dict]:
     """The raw-pixel baselines on every (k, seed)'s labelled images (the module's step 5)."""
     from mnist_ssl.evaluation.baselines import BASELINES, run_baselines
 
     rows = []
     for k, n_seeds in zip(labels, seeds):
-        for s in range(n_seeds):
+        for s in budget_seeds(n_seeds, first_seed):
             idx = labelled_subset(pool.labels, k, s)
             names = [b for b in BASELINES if b != "svm" or len(idx) <= SVM_MAX_IMAGES]
             for r in run_baselines(pool_x[idx], pool.labels[idx], test_x, test_y, pool.classes, names):
@@ -221,27 +233,28 @@ def _check_pretrained(meta: dict, ckpt: Path, cfg: RunConfig) -> None:
 
 
 def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: list[int | None],
-                         seeds: list[int], finetune_steps: int = 300, min_epochs: int = 1,
+                         seeds: list[int], first_seed: int = 0, finetune_steps: int = 300, min_epochs: int = 1,
                          baselines: bool = True, quiet: bool = False, resume: bool = False,
                          command: str = "", stop_requested: Callable[[], bool] = lambda: False) -> dict:
-    """Every method in ``configs`` x every budget in ``labels`` (k per class, None = all) x ``seeds[i]`` seeds,
-    and the raw-pixel ``baselines`` on the same labelled images."""
-    any_cfg = _check_job(configs, labels, seeds)
+    """Every method in ``configs`` x every budget in ``labels`` (k per class, None = all) x ``seeds[i]`` seeds
+    (``first_seed`` onwards), and the raw-pixel ``baselines`` on the same labelled images."""
+    any_cfg = _check_job(configs, labels, seeds, first_seed)
     setup_threads(any_cfg.threads)
     pool = load_pool(any_cfg, resolve_device(any_cfg.device))
     folder = LabelEfficiencyDir(out)
     budget = {"finetune_steps": finetune_steps, "finetune_min_epochs": min_epochs}
-    previous, done = _previous_rows(folder, any_cfg, budget, resume)
+    previous, done = _previous_rows(folder, any_cfg, budget, first_seed, resume)
     result = {"schema": SCHEMA, "command": command, "data": dataclasses.asdict(any_cfg.data),
               "source": pool.source, "classes": pool.classes,
               "pool_images": int(len(pool.images)), "test_images": int(len(pool.test_images)),
-              "labels_per_class": [("all" if k is None else k) for k in labels], "seeds": seeds, **budget,
-              "pretrain": {m: {"epochs": c.pretrain.epochs, "batch_size": c.pretrain.batch_size}
+              "labels_per_class": [("all" if k is None else k) for k in labels], "seeds": seeds,
+              "first_seed": first_seed, **budget,
+              "pretrain": {m: {"epochs": c.pretrain.epochs, "batch_size": c.pretrain.batch_size, "seed": c.seed}
                            for m, c in configs.items()},
               "threads": any_cfg.threads,
               "rows": [r for r in previous.get("rows", []) if r["method"] not in configs],  # other commands'
               "wall_time_s": {}}
-    job = _Job(pool, folder, result, done, labels, seeds, finetune_steps, min_epochs, quiet, resume)
+    job = _Job(pool, folder, result, done, labels, seeds, first_seed, finetune_steps, min_epochs, quiet, resume)
     job.stop_requested = stop_requested  # polled before every batch: a stop keeps the finished rows
     try:
         for method, cfg in configs.items():
@@ -253,7 +266,8 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
                                   f"Continue with: {again}") from None
     if baselines:  # seconds on the protocol's sizes: recomputed by every command, never kept
         t0 = time.perf_counter()
-        result["baselines"] = _baseline_rows(pool, job.pool_x.cpu(), job.test_x.cpu(), job.test_y, labels, seeds)
+        result["baselines"] = _baseline_rows(pool, job.pool_x.cpu(), job.test_x.cpu(), job.test_y, labels, seeds,
+                                             first_seed)
         result["wall_time_s"]["baselines"] = round(time.perf_counter() - t0, 1)
     result["wall_time_s"]["total"] = round(time.perf_counter() - job.t0, 1)
     for k, v in previous.get("wall_time_s", {}).items():  # earlier commands' times, for the methods they ran
@@ -262,9 +276,11 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
     return result
 
 
-def _check_job(configs: dict[str, RunConfig], labels: list, seeds: list[int]) -> RunConfig:
+def _check_job(configs: dict[str, RunConfig], labels: list, seeds: list[int], first_seed: int) -> RunConfig:
     if len(seeds) != len(labels):
         raise ConfigError(f"{len(labels)} label budgets but {len(seeds)} seed counts: give one per budget")
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+        raise ConfigError(f"--first-seed {first_seed}: must be an integer >= 0")
     any_cfg = next(iter(configs.values()))
     if any_cfg.data.pretrain_on != "train":
         # Silently ignoring it would let a user believe a second protocol ran.
@@ -273,13 +289,13 @@ def _check_job(configs: dict[str, RunConfig], labels: list, seeds: list[int]) ->
     return any_cfg
 
 
-def _previous_rows(folder: LabelEfficiencyDir, any_cfg: RunConfig, budget: dict,
+def _previous_rows(folder: LabelEfficiencyDir, any_cfg: RunConfig, budget: dict, first_seed: int,
                    resume: bool) -> tuple[dict, dict[tuple, dict]]:
     """The results.json --resume found (checked against this command) and its rows by (method, k, seed)."""
     if not (resume and folder.results.exists()):
         return {}, {}
     previous = json.loads(folder.results.read_text())
-    _check_resumable(previous, folder.results, dataclasses.asdict(any_cfg.data), budget)
+    _check_resumable(previous, folder.results, dataclasses.asdict(any_cfg.data), budget, first_seed)
     return previous, {(r["method"], r["k"], r["seed"]): r for r in previous["rows"]}
 
 
@@ -288,19 +304,35 @@ def _write_summaries(result: dict, pool: Pool, folder: LabelEfficiencyDir) -> No
     result["baseline_summary"] = summarise_baselines(result.get("baselines", []))
     result["margins_at_10"] = margins(result["summary"], 10)
     atomic_write_text(folder.results, json.dumps(result, indent=2))
-    table = format_table(result)
+    table = format_table(result) + "\n" + seeds_note(result)
     atomic_write_text(folder.table, table + "\n")
     write_plots(result, len(pool.images) // len(pool.classes), {part: folder.plot(part) for part in folder.PLOTS})
     print(table)
+
+
+def seeds_note(result: dict) -> str:
+    """The line under the table that says which seeds it reports (the rule of docs/results.md:
+    a headline says its seeds), and what every seed shares."""
+    first = result.get("first_seed", 0)
+    spans = [f"k={k}: {first}" if n == 1 else f"k={k}: {first}-{first + n - 1}"
+             for k, n in zip(result["labels_per_class"], result["seeds"])]
+    pretrain_seeds = sorted({p["seed"] for m, p in result["pretrain"].items()
+                             if "seed" in p and get_method(m).build is not None})
+    pretrained = (f"; every encoder pretrained with seed {', '.join(map(str, pretrain_seeds))}"
+                  if pretrain_seeds else "")
+    return (f"Seeds (labelled draw, fine-tuning, the from-scratch ViT's initialisation): {', '.join(spans)}"
+            f"{pretrained}; one test sample for every seed.")
 
 
 class _Job:
     """The rows of one label-efficiency command: per method, an encoder, then every (k, seed)."""
 
     def __init__(self, pool: Pool, folder: LabelEfficiencyDir, result: dict, done: dict, labels: list,
-                 seeds: list[int], finetune_steps: int, min_epochs: int, quiet: bool, resume: bool) -> None:
+                 seeds: list[int], first_seed: int, finetune_steps: int, min_epochs: int, quiet: bool,
+                 resume: bool) -> None:
         self.pool, self.folder, self.result, self.done = pool, folder, result, done
-        self.labels, self.seeds, self.steps, self.min_epochs = labels, seeds, finetune_steps, min_epochs
+        self.labels, self.seeds, self.first_seed = labels, seeds, first_seed
+        self.steps, self.min_epochs = finetune_steps, min_epochs
         self.quiet, self.resume = quiet, resume
         self.t0 = time.perf_counter()
         self.pool_x = pool.images.float() / 255.0
@@ -333,7 +365,7 @@ class _Job:
         encoder = self.encoder(method, cfg)
         feats = feats_test = None  # frozen features of a pretrained encoder serve every (k, seed)
         for k, n_seeds in zip(self.labels, self.seeds):
-            for s in range(n_seeds):
+            for s in budget_seeds(n_seeds, self.first_seed):
                 key = (method, "all" if k is None else k, s)
                 if key in self.done:
                     self.result["rows"].append(self.done[key])
