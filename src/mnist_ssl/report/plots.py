@@ -9,8 +9,9 @@ Figures are built on ``matplotlib.figure.Figure`` directly rather than through
 ``pyplot``: nothing is registered in pyplot's global list of open figures, so
 nothing has to be closed and nothing leaks when a plot raises half way.
 
-Images are greyscale arrays in [0, 1]; masked pixels may be NaN and are drawn
-in a colour of their own.
+Images are arrays in [0, 1], greyscale (H, W) or colour (H, W, 3) (channel-first
+(1|3, H, W) is accepted too); masked pixels may be NaN and are drawn in a colour
+of their own.
 """
 
 from __future__ import annotations
@@ -225,34 +226,36 @@ def plot_confusion_grid(confusions: Mapping[str, Any], classes: Sequence[Any], p
 
 
 # ----- images and clips -----------------------------------------------------
-def _images(x: Any, name: str) -> np.ndarray:
-    """(n, H, W) or, for colour, (n, H, W, 3) float array from (n, H, W), (n, 1|3, H, W) or
-    (n, H, W, 3) (numpy or torch); imshow draws the colour ones in colour."""
+def _as_array(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 4 and a.shape[1] == 1:
-        a = a[:, 0]
-    elif a.ndim == 4 and a.shape[1] == 3:
-        a = a.transpose(0, 2, 3, 1)
-    if a.ndim == 4 and a.shape[-1] == 3:
-        return a
-    if a.ndim != 3:
-        raise ValueError(f"{name}: expected (n, H, W) images, got shape {a.shape}")
+    return np.asarray(x, dtype=np.float64)
+
+
+def _images(x: Any, name: str) -> np.ndarray:
+    """(n, H, W) grey or (n, H, W, 3) colour float array from (n, H, W), (n, H, W, 3) or
+    channel-first (n, 1|3, H, W) (numpy or torch)."""
+    a = _as_array(x)
+    if a.ndim == 4 and a.shape[-1] != 3 and a.shape[1] in (1, 3):
+        a = a[:, 0] if a.shape[1] == 1 else a.transpose(0, 2, 3, 1)
+    if not (a.ndim == 3 or (a.ndim == 4 and a.shape[-1] == 3)):
+        raise ValueError(f"{name}: expected (n, H, W) or (n, H, W, 3) images, got shape {a.shape}")
     return a
 
 
 def _clips(x: Any, name: str) -> np.ndarray:
-    """(n, T, H, W) from (n, T, H, W), (n, 1, T, H, W) or (n, T, 1, H, W)."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 5 and a.shape[1] == 1:
-        a = a[:, 0]
-    elif a.ndim == 5 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim != 4:
-        raise ValueError(f"{name}: expected (n, T, H, W) clips, got shape {a.shape}")
+    """(n, T, H, W) grey or (n, T, H, W, 3) colour from those, (n, 1, T, H, W), (n, T, 1, H, W)
+    or channel-first colour (n, 3, T, H, W)."""
+    a = _as_array(x)
+    if a.ndim == 5 and a.shape[-1] != 3:
+        if a.shape[1] == 1:
+            a = a[:, 0]
+        elif a.shape[2] == 1:
+            a = a[:, :, 0]
+        elif a.shape[1] == 3:
+            a = a.transpose(0, 2, 3, 4, 1)
+    if not (a.ndim == 4 or (a.ndim == 5 and a.shape[-1] == 3)):
+        raise ValueError(f"{name}: expected (n, T, H, W) or (n, T, H, W, 3) clips, got shape {a.shape}")
     return a
 
 
@@ -260,19 +263,29 @@ def _grey() -> Any:
     return matplotlib.colormaps["gray"].with_extremes(bad=MASK_COLOUR)
 
 
+def _show(ax: Any, image: np.ndarray) -> None:
+    """Draw one (H, W) image in grey or one (H, W, 3) image in colour, values in [0, 1], NaN
+    pixels (masked patches) in MASK_COLOUR."""
+    if image.ndim == 2:
+        ax.imshow(np.ma.masked_invalid(image), cmap=_grey(), vmin=0, vmax=1)
+        return
+    rgb = np.clip(image, 0, 1)  # a reconstruction may overshoot; imshow would warn and clip
+    rgb[np.isnan(image).any(axis=-1)] = MASK_COLOUR
+    ax.imshow(rgb)
+
+
 def _image_grid(columns: Sequence[tuple[str, np.ndarray]], path: str) -> str:
-    """Rows = examples; one column per (title, (n, H, W) array)."""
+    """Rows = examples; one column per (title, (n, H, W) or (n, H, W, 3) array)."""
     n = columns[0][1].shape[0]
     for title, a in columns:
         if a.shape[0] != n:
             raise ValueError(f"{title}: {a.shape[0]} examples, expected {n}")
-    cmap = _grey()
     fig = Figure(figsize=(1.3 * len(columns), 1.3 * n + 0.3), layout="constrained")
     axes = fig.subplots(n, len(columns), squeeze=False)
     for j, (title, a) in enumerate(columns):
         axes[0, j].set_title(title, fontsize=9)
         for i in range(n):
-            axes[i, j].imshow(np.ma.masked_invalid(a[i]), cmap=cmap, vmin=0, vmax=1)
+            _show(axes[i, j], a[i])
             axes[i, j].set_axis_off()
     return _save(fig, path)
 
@@ -280,8 +293,8 @@ def _image_grid(columns: Sequence[tuple[str, np.ndarray]], path: str) -> str:
 def plot_reconstruction(original: Any, masked: Any, reconstructed: Any, path: str) -> str:
     """Masked-autoencoder grid: rows = examples; columns original, masked, reconstructed.
 
-    Each array (n, H, W) (or (n, 1, H, W)) in [0, 1]; NaN pixels in ``masked``
-    mark hidden patches.
+    Each array (n, H, W) grey or (n, H, W, 3) colour (or channel-first (n, 1|3, H, W)) in
+    [0, 1]; NaN pixels in ``masked`` mark hidden patches.
     """
     return _image_grid(
         [("original", _images(original, "original")), ("masked", _images(masked, "masked")),
@@ -291,7 +304,8 @@ def plot_reconstruction(original: Any, masked: Any, reconstructed: Any, path: st
 
 
 def plot_views(original: Any, view1: Any, view2: Any, path: str) -> str:
-    """Contrastive views: rows = examples; columns original, view 1, view 2 ((n, H, W) each)."""
+    """Contrastive views: rows = examples; columns original, view 1, view 2 ((n, H, W) grey or
+    (n, H, W, 3) colour each)."""
     return _image_grid(
         [("original", _images(original, "original")), ("view 1", _images(view1, "view1")),
          ("view 2", _images(view2, "view2"))],
@@ -302,12 +316,16 @@ def plot_views(original: Any, view1: Any, view2: Any, path: str) -> str:
 def draw_method_figure(kind: str, arrays: Mapping[str, np.ndarray], path: str) -> str:
     """The figure a method's pretraining writes, from the arrays its objective's ``figure()``
     returns: ``kind`` is the registry's (``"reconstruction"``: original, masked, reconstruction,
-    each (B, H, W) for images or (B, T, H, W) for clips; ``"views"``: original, view1, view2)."""
+    each (B, H, W) for images or (B, T, H, W) for clips; ``"views"``: original, view1, view2).
+    Colour comes channel-last, as imshow takes it: (B, H, W, 3) images, (B, T, H, W, 3) clips
+    (channel-first would make a colour image and a three-frame grey clip the same shape)."""
     if kind == "views":
         return plot_views(arrays["original"], arrays["view1"], arrays["view2"], path)
     if kind != "reconstruction":
         raise ValueError(f"unknown figure kind {kind!r}")
-    draw = plot_clip_reconstruction if np.asarray(arrays["masked"]).ndim == 4 else plot_reconstruction
+    masked = np.asarray(arrays["masked"])
+    is_clip = masked.ndim == 5 or (masked.ndim == 4 and masked.shape[-1] != 3)
+    draw = plot_clip_reconstruction if is_clip else plot_reconstruction
     return draw(arrays["original"], arrays["masked"], arrays["reconstruction"], path)
 
 
@@ -316,7 +334,7 @@ def plot_misclassified(
 ) -> str:
     """The test images each method got wrong: one band per method, headed by its caption.
 
-    errors_by_method: method -> (caption, [((H, W) image in [0, 1], label), ...]); a band
+    errors_by_method: method -> (caption, [((H, W) or (H, W, 3) image in [0, 1], label), ...]); a band
     shows the first ``per_row`` images, each titled with its label (for example
     "s0: 2→1", seed 0, true 2, predicted 1), and a method with none is a caption alone.
     """
@@ -326,7 +344,6 @@ def plot_misclassified(
     cols = max([per_row if len(e) > per_row else len(e) for _, e in errors_by_method.values()] + [1])
     fig = Figure(figsize=(max(4.0, 0.95 * cols), 1.45 * n + 0.2), layout="constrained")
     bands = fig.subfigures(n, 1, squeeze=False)[:, 0]
-    cmap = _grey()
     for band, (method, (caption, errors)) in zip(bands, errors_by_method.items()):
         band.suptitle(f"{method}: {caption}", fontsize=9, x=0.01, ha="left")
         axes = band.subplots(1, cols, squeeze=False)[0]
@@ -334,7 +351,7 @@ def plot_misclassified(
             ax.set_axis_off()
             if j < min(per_row, len(errors)):
                 image, label = errors[j]
-                ax.imshow(_images(np.asarray(image)[None], label)[0], cmap=cmap, vmin=0, vmax=1)
+                _show(ax, _images(np.asarray(image)[None], label)[0])
                 ax.set_title(label, fontsize=8)
     return _save(fig, path)
 
@@ -342,7 +359,8 @@ def plot_misclassified(
 def plot_clip_reconstruction(original: Any, masked: Any, recon: Any, path: str) -> str:
     """Video-MAE grid: for each example three rows (original, masked, reconstructed), T frames each.
 
-    Each array (n, T, H, W) in [0, 1] (a singleton channel axis is accepted).
+    Each array (n, T, H, W) grey or (n, T, H, W, 3) colour in [0, 1] (a singleton channel axis,
+    or channel-first colour (n, 3, T, H, W), is accepted).
     """
     rows = [("original", _clips(original, "original")), ("masked", _clips(masked, "masked")),
             ("reconstructed", _clips(recon, "recon"))]
@@ -350,14 +368,13 @@ def plot_clip_reconstruction(original: Any, masked: Any, recon: Any, path: str) 
     for name, a in rows:
         if a.shape[:2] != (n, t):
             raise ValueError(f"{name}: shape {a.shape}, expected ({n}, {t}, H, W)")
-    cmap = _grey()
     fig = Figure(figsize=(1.2 * t + 1.3, 1.2 * 3 * n + 0.3), layout="constrained")
     axes = fig.subplots(3 * n, t, squeeze=False)
     for i in range(n):
         for r, (name, a) in enumerate(rows):
             for f in range(t):
                 ax = axes[3 * i + r, f]
-                ax.imshow(np.ma.masked_invalid(a[i, f]), cmap=cmap, vmin=0, vmax=1)
+                _show(ax, a[i, f])
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if i == 0 and r == 0:
@@ -386,11 +403,12 @@ def pca_2d(features: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _label_names(y: np.ndarray, classes: Sequence[Any] | None) -> dict[int, str]:
-    """Legend text of each label value: the value itself when it is one of
-    ``classes`` (labels stored as digits), else ``classes[value]`` (labels stored
-    as indices into ``classes``)."""
+    """Legend text of each label value: the value itself when ``classes`` are numbers and
+    it is one of them (labels stored as digits), else ``classes[value]`` (labels stored as
+    indices into ``classes``, which may be names such as an image folder's)."""
     values = [int(v) for v in np.unique(y)]
-    if classes is None or set(values) <= {int(c) for c in classes}:
+    numbers = classes is not None and all(isinstance(c, (int, np.integer)) for c in classes)
+    if classes is None or (numbers and set(values) <= {int(c) for c in classes}):
         return {v: str(v) for v in values}
     return {v: str(classes[v]) if 0 <= v < len(classes) else str(v) for v in values}
 
@@ -403,7 +421,8 @@ def plot_feature_maps(
 ) -> str:
     """2-D map of frozen features, one panel per method, points coloured by class.
 
-    features_by_method: method -> ((N, D) features, (N,) labels).
+    features_by_method: method -> ((N, D) features, (N,) labels). classes: the legend's
+    name of each label (see ``_label_names``).
     projection: "pca" (default: exact and instant) or "tsne" (sklearn, slower,
     shows clusters better but distances between clusters mean little).
     """
