@@ -11,6 +11,7 @@ come from its metrics.json.
 
     .venv/bin/python benchmarks/bench_reproduce.py                     # the default protocol, 1 thread
     .venv/bin/python benchmarks/bench_reproduce.py --threads 2 -- --methods mae,supervised
+    .venv/bin/python benchmarks/bench_reproduce.py --keep runs/bench_job --out NAME   # keep the folder
 """
 
 from __future__ import annotations
@@ -72,11 +73,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="results name (default reproduce_t<threads>)")
+    p.add_argument("--keep", default=None, metavar="DIR",
+                   help="run the job in DIR and keep it (for bench_job_flops.py); default: a temporary folder")
     p.add_argument("extra", nargs="*", help="more arguments for mnist-ssl reproduce (after --)")
     args = p.parse_args()
     load_before = C.load()
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
+        run = Path(args.keep) if args.keep else Path(tmp) / "run"
         cmd = [sys.executable, "-m", "mnist_ssl", "reproduce", "--seeds", "1", "--out", str(run), "--quiet",
                "--threads", str(args.threads), *args.extra]
         peak = {"sum_kb": 0, "pss_kb": 0, "one_kb": 0, "procs": 0}
