@@ -51,12 +51,25 @@ def margins(summ: dict, k: int) -> dict:
             for m, cells in summ.items() if m != "supervised" and str(k) in cells}
 
 
+def class_names(result: dict) -> list[str] | None:
+    """The names of the classes a label-efficiency result classifies, as the reproduce report
+    names them (``data.class_names`` at each of ``classes``: an image folder's subfolders);
+    None for MNIST's digits."""
+    names, classes = (result.get("data") or {}).get("class_names"), result.get("classes")
+    if not (isinstance(names, list) and isinstance(classes, list)
+            and all(isinstance(c, int) and 0 <= c < len(names) for c in classes)):
+        return None
+    return [str(names[c]) for c in classes]
+
+
 def format_table(result: dict) -> str:
     summ = result.get("summary") or summarise(result["rows"])
     ks = [str(k) for k in result["labels_per_class"]]
     head = "| method | " + " | ".join(f"k={k}" for k in ks) + " |"
+    names = class_names(result)
     lines = [f"Test accuracy % (fine-tuned; linear probe in brackets), mean ± std over seeds; "
-             f"{result['pool_images']} pool images, {result['test_images']} test images.", "",
+             f"{result['pool_images']} pool images, {result['test_images']} test images"
+             f"{'; classes ' + ', '.join(names) if names else ''}.", "",
              head, "|---" * (len(ks) + 1) + "|"]
     for m, cells in summ.items():
         row = []

@@ -100,6 +100,31 @@ class RunFolder:
                         return list(e["classes"])
         return _config_value(self.metrics.get("config"), "data", {}).get("classes")
 
+    @property
+    def class_labels(self) -> list[str] | None:
+        """How figures and tables name each of :attr:`classes`: an entry's ``class_names``, else
+        the job config's ``data.class_names`` (an image folder's subfolders) at each class
+        number, else the number itself (MNIST's digits)."""
+        classes = self.classes
+        if classes is None:
+            return None
+        for group in (self.runs, self.baselines):
+            for by_seed in group.values():
+                for e in by_seed.values():
+                    names = e.get("class_names")
+                    if isinstance(names, list) and len(names) == len(classes):
+                        return [str(n) for n in names]
+        names = (_config_value(self.metrics.get("config"), "data", {}) or {}).get("class_names")
+        if isinstance(names, list) and all(isinstance(c, int) and 0 <= c < len(names) for c in classes):
+            return [str(names[c]) for c in classes]
+        return [str(c) for c in classes]
+
+    @property
+    def named_classes(self) -> bool:
+        """Whether the classes have names of their own (not MNIST's digits)."""
+        labels = self.class_labels
+        return labels is not None and labels != [str(c) for c in self.classes]
+
 
 def _config_value(config: Any, key: str, default: Any = None) -> Any:
     """``config[key]`` of a job config that is one RunConfig dict or a dict
@@ -433,7 +458,30 @@ def _results_section(folder: RunFolder) -> list[Any]:
         per_seed = [[m] + [_pct(folder.accuracies(m)[s]) if s in folder.accuracies(m) else "–" for s in seeds]
                     for m in run_methods + base_methods]
         blocks += [_Heading(3, "Accuracy % per seed"), _Table(["method"] + [f"seed {s}" for s in seeds], per_seed)]
-    return blocks
+    return blocks + _recall_section(folder)
+
+
+def _recall_section(folder: RunFolder) -> list[Any]:
+    """Each method's recall of each class (mean over seeds), the columns named by the classes."""
+    labels = folder.class_labels
+    if labels is None:
+        return []
+    rows = []
+    for group, order in ((folder.runs, RUN_METHODS), (folder.baselines, BASELINE_METHODS)):
+        for m in _ordered(group, order):
+            recalls = [e["recall"] for e in group[m].values()
+                       if isinstance(e.get("recall"), list) and len(e["recall"]) == len(labels)]
+            if not recalls:
+                continue
+            cells = []
+            for i in range(len(labels)):
+                values = [r[i] for r in recalls if r[i] is not None]  # None: no test image of the class
+                cells.append(_pct(float(np.mean(values))) if values else "–")
+            rows.append([m] + cells)
+    if not rows:
+        return []
+    return [_Heading(3, "Recall % per class"), _Table(["method"] + labels, rows),
+            _Text("The share of each class's test images given that class, mean over seeds.")]
 
 
 _FROZEN_KINDS = (("linear_probe", "linear probe"), ("linear_probe_cv", "probe, C by CV"),
@@ -533,7 +581,7 @@ def _figures_section(folder: RunFolder) -> list[Any]:
     root, notes = folder.root, folder.notes
     fig_dir = root / "figures"
     fig_dir.mkdir(exist_ok=True)
-    classes = folder.classes
+    classes, labels = folder.classes, folder.class_labels
     blocks: list[Any] = [_Heading(2, "Figures")]
 
     def attempt(what: str, fn: Any) -> bool:
@@ -556,7 +604,7 @@ def _figures_section(folder: RunFolder) -> list[Any]:
     if confusions and classes is None:
         notes.append("confusion grid: no run or baseline names its classes; left out")
     elif confusions:
-        if attempt("confusion grid", lambda: plots.plot_confusion_grid(confusions, classes, fig_dir / "confusion_grid.png")):
+        if attempt("confusion grid", lambda: plots.plot_confusion_grid(confusions, labels, fig_dir / "confusion_grid.png")):
             blocks.append(_Image("figures/confusion_grid.png", "Confusion matrices summed over seeds (rows: true class)."))
 
     # Loss bands from every seed's log.jsonl.
@@ -597,7 +645,7 @@ def _figures_section(folder: RunFolder) -> list[Any]:
                 features[m] = (x, y)
             attempt(str(npz.relative_to(root)), load)
     if features:
-        if attempt("feature maps", lambda: plots.plot_feature_maps(features, fig_dir / "feature_maps.png", classes)):
+        if attempt("feature maps", lambda: plots.plot_feature_maps(features, fig_dir / "feature_maps.png", labels)):
             blocks.append(_Image("figures/feature_maps.png",
                                  "Frozen test features of each method's first seed, 2-D PCA, coloured by class."))
     errors = _misclassified(folder, attempt)
@@ -619,7 +667,7 @@ def _misclassified(folder: RunFolder, attempt: Any) -> dict[str, tuple[str, list
     """method -> (caption, [(image, "sK: true→predicted"), ...]) from every seed's predictions.npz,
     the most confident mistakes first (runs made before the file existed have none, and a method
     with no such file is left out)."""
-    root, classes = folder.root, folder.classes
+    root, labels = folder.root, folder.class_labels
     out: dict[str, tuple[str, list[tuple[np.ndarray, str]]]] = {}
     for m in _ordered(folder.runs, RUN_METHODS):
         mistakes: list[tuple[float, np.ndarray, str]] = []
@@ -643,7 +691,7 @@ def _misclassified(folder: RunFolder, attempt: Any) -> dict[str, tuple[str, list
                                      f"metrics say {_correct(e)} of {e['n_test']}")
                 if not np.array_equal(index, np.flatnonzero(predicted != y)):
                     raise ValueError("error_index does not list the images its probabilities get wrong")
-                name = (lambda i: str(classes[i]) if classes is not None and 0 <= i < len(classes) else str(i))
+                name = (lambda i: labels[i] if labels is not None and 0 <= i < len(labels) else str(i))
                 for i, image in zip(index, images):
                     mistakes.append((float(probs[i, predicted[i]]), image.astype(np.float64) / 255.0,
                                      f"s{seed}: {name(int(y[i]))}→{name(int(predicted[i]))}"))
@@ -667,7 +715,10 @@ def _confusion_text_section(folder: RunFolder) -> list[Any]:
         blocks.append(_Code("Confusion Matrix:\n" + format_confusion(e["confusion"])))
     if not blocks:
         return []
-    return [_Heading(2, "Confusion matrices as the document prints them")] + blocks
+    head: list[Any] = [_Heading(2, "Confusion matrices as the document prints them")]
+    if folder.named_classes:
+        head.append(_Text(f"Rows (true class) and columns (predicted) in the order {', '.join(folder.class_labels)}."))
+    return head + blocks
 
 
 def _provenance_section(folder: RunFolder) -> list[Any]:
@@ -718,7 +769,8 @@ def build_report(run_dir: str | os.PathLike) -> tuple[str, str]:
         _Heading(1, "mnist-ssl report"),
         _Text(f"Run folder {root.name}: {_count(n_runs, 'run')} of {_count(len(folder.runs), 'method')}, "
               f"{_count(sum(len(s) for s in folder.baselines.values()), 'baseline result')}. "
-              "Built from the folder's files only; accuracies in percent."),
+              "Built from the folder's files only; accuracies in percent."
+              + (f" Classes: {', '.join(folder.class_labels)}." if folder.named_classes else "")),
     ]
     blocks += _results_section(folder)
     blocks += _frozen_section(folder)

@@ -32,6 +32,8 @@ _COUNT = {"type": "integer", "minimum": 0}
 _INTERVAL = {"type": "array", "items": _FRACTION, "minItems": 2, "maxItems": 2}
 _CONFUSION = {"type": "array", "minItems": 1, "items": {"type": "array", "items": _COUNT}}
 _CLASSES = {"type": "array", "minItems": 2, "items": {"type": "integer"}}
+# The name of each of "classes" (an image folder's subfolders); absent for MNIST's digits.
+_CLASS_NAMES = {"type": "array", "minItems": 2, "items": {"type": "string"}}
 _RECALL = {"type": "array", "items": {"oneOf": [_FRACTION, {"type": "null"}]}}
 
 RUN_METRICS_SCHEMA: dict[str, Any] = {
@@ -41,6 +43,7 @@ RUN_METRICS_SCHEMA: dict[str, Any] = {
         "method": {"type": "string", "minLength": 1},
         "seed": _COUNT,
         "classes": _CLASSES,
+        "class_names": _CLASS_NAMES,
         "accuracy": _FRACTION,
         "n_test": {"type": "integer", "minimum": 1},
         "ci95": _INTERVAL,
@@ -84,6 +87,7 @@ BASELINE_METRICS_SCHEMA: dict[str, Any] = {
         "method": {"type": "string", "minLength": 1},
         "seed": _COUNT,
         "classes": _CLASSES,
+        "class_names": _CLASS_NAMES,
         "accuracy": _FRACTION,
         "n_test": {"type": "integer", "minimum": 1},
         "ci95": _INTERVAL,
@@ -147,6 +151,12 @@ def _check_classification(obj: dict, where: str, problems: list[str], need_class
             problems.append(f"{where}.classes: expected a list of at least two integers")
             classes = None
     size = len(classes) if isinstance(classes, list) else None
+    if "class_names" in obj:
+        names = obj["class_names"]
+        if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(c, str) for c in names)):
+            problems.append(f"{where}.class_names: expected a list of at least two strings")
+        elif size is not None and len(names) != size:
+            problems.append(f"{where}.class_names: {len(names)} names but {size} classes")
 
     conf = obj.get("confusion")
     conf_ok = (
