@@ -35,7 +35,8 @@ interrupted job keeps what finished; ``--resume`` continues and keeps the rows
 of methods not named this time, so a job can be split over several commands; it refuses
 another first seed), ``table.md``, ``accuracy_vs_labels.png`` (fine-tuning) and
 ``probe_vs_labels.png``, and per method ``pretrained/<method>.safetensors`` with its
-pretraining ``log.jsonl``.
+pretraining ``log.jsonl``. With ``--log tensorboard`` (``run.tensorboard``) every training
+also writes TensorBoard events under ``tensorboard/`` (:func:`tensorboard_dir`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import copy
 import dataclasses
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -114,6 +116,26 @@ def finetune_epochs(n: int, batch_size: int, steps: int, min_epochs: int = 1) ->
     return batch, max(1, min_epochs, round(steps / per_epoch))
 
 
+def tensorboard_dir(folder: LabelEfficiencyDir, method: str, k: int | str | None = None,
+                    seed: int | None = None) -> Path:
+    """Where ``--log tensorboard`` writes: ``tensorboard/<method>/pretrain`` for a method's
+    pretraining, ``tensorboard/<method>/k<k>/seed<s>`` for one row (its fine-tuning, its
+    semi-supervised stage and its test figures), so ``tensorboard --logdir OUT/tensorboard``
+    shows each as one run."""
+    base = folder.path / "tensorboard" / method
+    return base / "pretrain" if k is None else base / f"k{k}" / f"seed{seed}"
+
+
+def fresh_board(log_dir: Path, keep: bool = False):
+    """A TensorBoardLogger on ``log_dir``; the events of an earlier attempt are removed first
+    unless ``keep`` (a training that continues from its saved state keeps its earlier epochs)."""
+    from mnist_ssl.engine.callbacks import TensorBoardLogger
+
+    if not keep:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return TensorBoardLogger(log_dir)
+
+
 # ----- the two halves ---------------------------------------------------------
 def pretrain_source_images(cfg: RunConfig, device: torch.device) -> torch.Tensor:
     """``data.pretrain_source``'s images on ``device``, checked against the model's input shape."""
@@ -147,16 +169,25 @@ def pretrain(cfg: RunConfig, pool: Pool, folder: LabelEfficiencyDir, quiet: bool
     else:
         atomic_write_text(log, "".join(line + "\n" for line in saved["meta"]["log"]))
 
-    def callbacks(label: str) -> list:
-        printer = [] if quiet else [ConsolePrinter(f"{cfg.method} {label}")]
-        return [JSONLLogger(log, method=cfg.method, seed=cfg.seed), *printer,
-                ResumeWriter(state_dir, cfg.to_dict(), log)]
-
     images, source = pool.images, pool.source
     if cfg.data.pretrain_source:  # --pretrain-data: those images instead of the pool's
         images, source = pretrain_source_images(cfg, images.device), cfg.data.pretrain_source
-    objective = stages.pretrain(cfg, encoder, images, callbacks=callbacks, stop_requested=stop_requested,
-                                resume=saved)
+    board = None
+    if cfg.run.tensorboard:
+        board = fresh_board(tensorboard_dir(folder, cfg.method), keep=saved is not None)
+
+    def callbacks(label: str) -> list:
+        printer = [] if quiet else [ConsolePrinter(f"{cfg.method} {label}")]
+        # Last: the resumable state is saved after the epoch's log lines (docs/reliability.md).
+        return [JSONLLogger(log, method=cfg.method, seed=cfg.seed), *printer, *([board] if board else []),
+                ResumeWriter(state_dir, cfg.to_dict(), log)]
+
+    try:
+        objective = stages.pretrain(cfg, encoder, images, callbacks=callbacks, stop_requested=stop_requested,
+                                    resume=saved)
+    finally:
+        if board is not None:
+            board.close()
     stages.save_pretrained(cfg, objective, folder.pretrained(cfg.method), pool.classes,
                            pretrained_on=f"{len(images)} images of {source}, no labels")
     clear_train_state(state_dir)
@@ -167,15 +198,18 @@ def pretrain(cfg: RunConfig, pool: Pool, folder: LabelEfficiencyDir, quiet: bool
 
 def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: torch.Tensor, pool: Pool,
                       seed: int, steps: int, min_epochs: int = 1,
-                      stop_requested: Callable[[], bool] = lambda: False, keep: list | None = None) -> tuple[float, int]:
+                      stop_requested: Callable[[], bool] = lambda: False, keep: list | None = None,
+                      callbacks: list = ()) -> tuple[float, int]:
     """Fine-tune a copy of ``encoder`` + a head on (images, targets) for about ``steps`` steps and at
     least ``min_epochs`` epochs (LP-FT by default, as every fine-tuning); -> (test accuracy, epochs).
-    ``keep``: a list the fine-tuned classifier is appended to (for the semi-supervised stage)."""
+    ``keep``: a list the fine-tuned classifier is appended to (for the semi-supervised stage);
+    ``callbacks``: the engine's (the row's TensorBoard events)."""
     batch, epochs = finetune_epochs(len(images), cfg.finetune.batch_size, steps, min_epochs)
     ft = dataclasses.replace(cfg.finetune, batch_size=batch, epochs=epochs,
                              warmup_epochs=min(cfg.finetune.warmup_epochs, epochs))
     classifier = ViTClassifier(copy.deepcopy(encoder), len(pool.classes)).to(images.device)
-    stages.finetune(cfg, ft, classifier, images, targets, seed, stop_requested=stop_requested)
+    stages.finetune(cfg, ft, classifier, images, targets, seed, stop_requested=stop_requested,
+                    callbacks=list(callbacks))
     metrics, _ = stages.evaluate(classifier, pool.test_images, pool.test_labels, pool.classes)
     if keep is not None:
         keep.append(classifier)
@@ -383,7 +417,23 @@ class _Job:
                 self.row(method, cfg, key, idx, enc, f_tr, f_te)
 
     def row(self, method: str, cfg: RunConfig, key: tuple, idx: np.ndarray, enc, f_tr, f_te) -> None:
-        """One (method, k, seed): the linear probe on frozen features, then fine-tuning; saved at once."""
+        """One (method, k, seed), with its TensorBoard events under --log tensorboard (a row that did
+        not finish is redone from the start, so its earlier events go)."""
+        board = fresh_board(tensorboard_dir(self.folder, method, *key[1:])) if cfg.run.tensorboard else None
+        try:
+            row = self._row(method, cfg, key, idx, enc, f_tr, f_te, [] if board is None else [board])
+            if board is not None:
+                board.log_metrics({"eval/accuracy": row["finetune_accuracy"],
+                                   "eval/linear_probe": row["probe_accuracy"],
+                                   "eval/semi": row.get("semi_accuracy")})
+        finally:
+            if board is not None:
+                board.close()
+
+    def _row(self, method: str, cfg: RunConfig, key: tuple, idx: np.ndarray, enc, f_tr, f_te,
+             callbacks: list) -> dict:
+        """The linear probe on frozen features, then fine-tuning (and the semi-supervised stage);
+        the row is saved at once, and returned."""
         from mnist_ssl.evaluation.probe import linear_probe
 
         t1 = time.perf_counter()
@@ -393,7 +443,8 @@ class _Job:
         y = torch.as_tensor(pool.labels[idx], device=device)
         images = pool.images[torch.as_tensor(idx, device=device)]
         finetuned: list = []
-        acc, epochs = finetune_and_test(cfg, enc, images, y, pool, s, self.steps, self.min_epochs, stop_requested=self.stop_requested, keep=finetuned)
+        acc, epochs = finetune_and_test(cfg, enc, images, y, pool, s, self.steps, self.min_epochs,
+                                        stop_requested=self.stop_requested, keep=finetuned, callbacks=callbacks)
         row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(idx)),
                "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs}
         semi_line = ""
@@ -401,7 +452,7 @@ class _Job:
             from mnist_ssl.experiment.semi import semi_stage
 
             student = semi_stage(cfg, finetuned[0], pool.images, images, y, len(pool.classes), seed=s,
-                                 init_encoder=enc)
+                                 init_encoder=enc, callbacks=callbacks)
             semi, _ = stages.evaluate(student, pool.test_images, pool.test_labels, pool.classes)
             row.update(semi_accuracy=float(np.float32(semi["accuracy"])), semi_kind=cfg.semi.kind)
             semi_line = f"  semi ({cfg.semi.kind}) {100 * row['semi_accuracy']:6.2f}%"
@@ -411,3 +462,4 @@ class _Job:
                  f"probe {100 * probe:6.2f}%{semi_line}  ({row['time_s']:.0f} s)")
         self.result["wall_time_s"]["total"] = round(time.perf_counter() - self.t0, 1)
         atomic_write_text(self.folder.results, json.dumps(self.result, indent=2))
+        return row
