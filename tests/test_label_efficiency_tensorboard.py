@@ -66,3 +66,15 @@ def test_without_the_flag_no_events_are_written(tmp_path):
     assert main(["label-efficiency", "--out", str(out), "--methods", "supervised", "--labels", "1",
                  "--seeds", "1", "--no-baselines", *TINY]) == 0
     assert (out / "results.json").exists() and not (out / "tensorboard").exists()
+
+
+def test_the_semi_supervised_stage_writes_its_epochs_and_result_beside_the_rows(tmp_path, capsys):
+    out = tmp_path / "semi"
+    assert main(["label-efficiency", "--out", str(out), "--methods", "supervised", "--labels", "1",
+                 "--seeds", "1", "--no-baselines", "--log", "tensorboard", "--set", "semi.enabled=true",
+                 "--set", "semi.epochs=2", "--set", "semi.batch_size=256", *TINY]) == 0, capsys.readouterr().err
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    events = _read_events(out / "tensorboard" / "supervised" / "k1" / "seed0")
+    assert [s for s, _ in events["semi/loss"]] == [1, 2]
+    assert events["eval/semi"] == [(0, pytest.approx(row["semi_accuracy"], rel=1e-6))]
+    assert [s for s, _ in events["finetune/loss"]] == list(range(1, row["finetune_epochs"] + 1))
