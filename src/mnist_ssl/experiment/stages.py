@@ -79,13 +79,14 @@ def pretrain(cfg, encoder: ViTEncoder, images: torch.Tensor, *, callbacks: Calla
 def save_pretrained(cfg, objective, stem: Path, classes: list[int], **extra) -> Path:
     """The pretraining checkpoint (``stem``.safetensors + .json) with the run config."""
     return save_checkpoint(stem, objective, kind="objective", model=cfg.model,
-                           extra={"method": cfg.method, "classes": classes, **_class_names(cfg, classes),
+                           extra={"method": cfg.method, "classes": classes, **class_names(cfg, classes),
                                   "run_config": cfg.to_dict(), **extra})
 
 
-def _class_names(cfg, classes: list[int]) -> dict:
+def class_names(cfg, classes: list[int]) -> dict:
     """{"class_names": the name of each of ``classes``} for sources with named classes (image
-    folders, .npz); {} for MNIST's digits."""
+    folders, .npz); {} for MNIST's digits: the field checkpoints carry, and run metrics may
+    (report/schema.py's class_names)."""
     names = cfg.data.class_names
     return {} if names is None else {"class_names": [names[c] for c in classes]}
 
@@ -213,7 +214,7 @@ def fit_head_on_frozen_features(classifier: ViTClassifier, images_u8: torch.Tens
 def save_finetuned(cfg, classifier: ViTClassifier, stem: Path, classes: list[int]) -> Path:
     model_cfg = dataclasses.replace(cfg.model, num_classes=len(classes))
     return save_checkpoint(stem, classifier, kind="classifier", model=model_cfg,
-                           extra={"method": cfg.method, "classes": classes, **_class_names(cfg, classes),
+                           extra={"method": cfg.method, "classes": classes, **class_names(cfg, classes),
                                   "run_config": cfg.to_dict()})
 
 
