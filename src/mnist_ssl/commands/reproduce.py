@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", default=",".join(method_names()),
                    help=f"comma-separated, from: {methods_help()} (default: all)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (paired samples), default 1")
-    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--first-seed", type=int, default=0, metavar="K",
+                   help="seeds K, K+1, ... instead of 0, 1, ... (default 0), e.g. report seeds that no "
+                        "setting was chosen on; seed s draws the sample and seeds every run's training")
     p.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
     p.add_argument("--no-baselines", action="store_true", help="skip the raw-pixel baselines")
     p.add_argument("--no-report", action="store_true", help="skip report.md/report.html")

@@ -36,7 +36,7 @@ of methods not named this time, so a job can be split over several commands; it 
 another first seed), ``table.md``, ``accuracy_vs_labels.png`` (fine-tuning) and
 ``probe_vs_labels.png``, and per method ``pretrained/<method>.safetensors`` with its
 pretraining ``log.jsonl``. With ``--log tensorboard`` (``run.tensorboard``) every training
-also writes TensorBoard events under ``tensorboard/`` (:func:`tensorboard_dir`).
+also writes TensorBoard events under ``tensorboard/`` (:meth:`LabelEfficiencyDir.tensorboard`).
 """
 
 from __future__ import annotations
@@ -116,16 +116,6 @@ def finetune_epochs(n: int, batch_size: int, steps: int, min_epochs: int = 1) ->
     return batch, max(1, min_epochs, round(steps / per_epoch))
 
 
-def tensorboard_dir(folder: LabelEfficiencyDir, method: str, k: int | str | None = None,
-                    seed: int | None = None) -> Path:
-    """Where ``--log tensorboard`` writes: ``tensorboard/<method>/pretrain`` for a method's
-    pretraining, ``tensorboard/<method>/k<k>/seed<s>`` for one row (its fine-tuning, its
-    semi-supervised stage and its test figures), so ``tensorboard --logdir OUT/tensorboard``
-    shows each as one run."""
-    base = folder.path / "tensorboard" / method
-    return base / "pretrain" if k is None else base / f"k{k}" / f"seed{seed}"
-
-
 def fresh_board(log_dir: Path, keep: bool = False):
     """A TensorBoardLogger on ``log_dir``; the events of an earlier attempt are removed first
     unless ``keep`` (a training that continues from its saved state keeps its earlier epochs)."""
@@ -174,7 +164,7 @@ def pretrain(cfg: RunConfig, pool: Pool, folder: LabelEfficiencyDir, quiet: bool
         images, source = pretrain_source_images(cfg, images.device), cfg.data.pretrain_source
     board = None
     if cfg.run.tensorboard:
-        board = fresh_board(tensorboard_dir(folder, cfg.method), keep=saved is not None)
+        board = fresh_board(folder.tensorboard(cfg.method), keep=saved is not None)
 
     def callbacks(label: str) -> list:
         printer = [] if quiet else [ConsolePrinter(f"{cfg.method} {label}")]
@@ -419,7 +409,7 @@ class _Job:
     def row(self, method: str, cfg: RunConfig, key: tuple, idx: np.ndarray, enc, f_tr, f_te) -> None:
         """One (method, k, seed), with its TensorBoard events under --log tensorboard (a row that did
         not finish is redone from the start, so its earlier events go)."""
-        board = fresh_board(tensorboard_dir(self.folder, method, *key[1:])) if cfg.run.tensorboard else None
+        board = fresh_board(self.folder.tensorboard(method, *key[1:])) if cfg.run.tensorboard else None
         try:
             row = self._row(method, cfg, key, idx, enc, f_tr, f_te, [] if board is None else [board])
             if board is not None:

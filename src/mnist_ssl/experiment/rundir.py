@@ -93,3 +93,11 @@ class LabelEfficiencyDir(_Folder):
     def pretraining_state(self, method: str) -> Path:
         """The folder of a method's unfinished pretraining: its resume state (engine/resume.py)."""
         return self.pretrained_dir / f"{method}.state"
+
+    def tensorboard(self, method: str, k: int | str | None = None, seed: int | None = None) -> Path:
+        """Where ``--log tensorboard`` writes: ``tensorboard/<method>/pretrain`` for a method's
+        pretraining, ``tensorboard/<method>/k<k>/seed<s>`` for one row (its fine-tuning, its
+        semi-supervised stage and its test figures), so ``tensorboard --logdir OUT/tensorboard``
+        shows each as one run."""
+        base = self.path / "tensorboard" / method
+        return base / "pretrain" if k is None else base / f"k{k}" / f"seed{seed}"
