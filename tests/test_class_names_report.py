@@ -74,6 +74,8 @@ def test_metrics_files_keep_the_names_and_stay_valid(job):
     assert metrics["config"]["supervised"]["data"]["class_names"] == NAMES
     run = json.loads((job / "runs" / "supervised" / "seed0" / "metrics.json").read_text())
     assert validate_run_metrics(run) == []
+    assert run["class_names"] == NAMES
+    assert all(entry["class_names"] == NAMES for entry in metrics["runs"] + metrics["baselines"])
     assert collect(job).class_labels == NAMES
 
 
@@ -111,6 +113,8 @@ def test_digits_stay_numbers_in_the_report(job, tmp_path):
     shutil.copytree(job, copy)
     metrics = json.loads((copy / "metrics.json").read_text())
     metrics["config"]["supervised"]["data"]["class_names"] = None  # as MNIST's config has it
+    for entry in metrics["runs"] + metrics["baselines"]:
+        entry.pop("class_names")  # and as MNIST's entries have it: no names
     (copy / "metrics.json").write_text(json.dumps(metrics))
     folder = collect(copy)
     assert folder.class_labels == ["0", "1", "2"] and not folder.named_classes

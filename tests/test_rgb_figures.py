@@ -101,3 +101,26 @@ def test_grey_images_stay_grey(tmp_path):
     plots.plot_misclassified({"mae": ("1 wrong", [(grey[0], "s0: 1→2")])}, str(tmp_path / "misclassified.png"))
     for name in ("reconstruction.png", "misclassified.png"):
         assert _coloured_pixels(tmp_path / name) == 0, name
+
+
+@pytest.mark.slow  # one tiny reproduce job of two methods
+def test_pretraining_figures_of_an_rgb_folder_are_in_colour(tmp_path):
+    """MAE's reconstruction and InfoNCE's views, drawn by the run from the objectives' own figure
+    arrays, keep an RGB image folder's colour (they handed over channel 0 before)."""
+    import json
+
+    from mnist_ssl.cli import main
+    from tests.data.builders import write_image_folder
+
+    write_image_folder(tmp_path / "pets", classes=("cat", "dog", "fox"), per_class=8, size=28, mode="RGB")
+    out = tmp_path / "out"
+    tiny = ["--set", "model.dim=16", "--set", "model.depth=1", "--set", "model.heads=2",
+            "--set", "pretrain.batch_size=8", "--set", "finetune.batch_size=8", "--set", "eval.tta_views=0",
+            "--set", "pretrain.warmup_epochs=0", "--set", "finetune.warmup_epochs=0", "--epochs", "1",
+            "--threads", "1", "--quiet", "--classes", "all", "--train-per-class", "4", "--test-per-class", "4"]
+    assert main(["reproduce", "--data", str(tmp_path / "pets"), "--methods", "mae,infonce", "--seeds", "1",
+                 "--no-baselines", "--no-report", "--out", str(out), *tiny]) in (0, None)
+    for method, figure in (("mae", "reconstruction.png"), ("infonce", "views.png")):
+        run = out / "runs" / method / "seed0"
+        assert _coloured_pixels(run / figure) > 500, method
+        assert json.loads((run / "metrics.json").read_text())["class_names"] == ["cat", "dog", "fox"]

@@ -92,7 +92,8 @@ def run_experiments_batched(cfgs: list, run_dirs: list[str | Path], *, quiet: bo
         times["eval"] = time.perf_counter() - t0 + r["eval_time"]
         times["total"] = sum(v for k, v in times.items() if k != "total")
         recon = stages.load_reconstruction_check(run.reconstruction)
-        metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **r["frozen"], "tta": tta,
+        metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **stages.class_names(cfg, data.classes),
+                   **r["frozen"], "tta": tta,
                    **({"reconstruction": recon} if recon is not None else {}),
                    "checkpoint": str(ckpt), "wall_time_s": {k: round(v, 3) for k, v in times.items()},
                    "batched_finetune": {"seeds": [x["cfg"].seed for x in runs]}}

@@ -209,8 +209,10 @@ def _baselines(configs: dict[str, RunConfig], job: JobDir, seed: int, resume: bo
     data = prepare_data(data_cfg, torch.device("cpu"))
     rows = run_baselines(data.train_images.float() / 255, data.train_targets,
                          data.test_images.float() / 255, data.test_targets, data.classes)
+    from mnist_ssl.experiment.stages import class_names
+
     for r in rows:
-        r["seed"] = seed
+        r.update(seed=seed, **class_names(data_cfg, data.classes))
     atomic_write_text(path, json.dumps(rows, indent=2))
     return rows
 

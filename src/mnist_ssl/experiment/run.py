@@ -70,7 +70,8 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
                  stop_requested=stop_requested) if cfg.semi.enabled else None
     times["total"] = time.perf_counter() - t_start
     recon = stages.load_reconstruction_check(run.reconstruction)
-    metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **frozen, "tta": tta,
+    metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **stages.class_names(cfg, data.classes),
+               **frozen, "tta": tta,
                **({"reconstruction": recon} if recon is not None else {}),
                **({"semi": semi} if semi is not None else {}),
                "checkpoint": str(ckpt), "wall_time_s": {k: round(v, 3) for k, v in times.items()}}
@@ -167,7 +168,7 @@ def _finish(cfg: RunConfig, run: RunDir, metrics: dict, classes: list[int], quie
     history = [json.loads(line) for line in run.log.read_text().splitlines() if line.strip()]
     plot_loss_curves({p: [r["loss"] for r in history if r["phase"] == p] for p in ("pretrain", "finetune")},
                      str(run.loss_curve), f"{cfg.method}, seed {cfg.seed}")
-    plot_confusion(np.array(metrics["confusion"]), classes, str(run.confusion),
+    plot_confusion(np.array(metrics["confusion"]), metrics.get("class_names", classes), str(run.confusion),
                    f"{cfg.method}, seed {cfg.seed}: {100 * metrics['accuracy']:.2f}%")
 
 

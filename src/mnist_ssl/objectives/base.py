@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,3 +41,10 @@ class Objective(nn.Module):
         as the registry's ``figure`` kind names them; ``report.plots.draw_method_figure`` draws
         them. None: no figure."""
         return None
+
+
+def figure_pixels(x: torch.Tensor) -> np.ndarray:
+    """Images (B, C, H, W) or clips (B, C, T, H, W) as ``draw_method_figure`` takes them:
+    (B, [T,] H, W) for one channel, channel-last (B, [T,] H, W, 3) for colour."""
+    x = x.detach().float().cpu()
+    return (x[:, 0] if x.shape[1] == 1 else x.movedim(1, -1)).numpy()

@@ -50,7 +50,7 @@ from torch import nn
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.models.layers import init_weights
 from mnist_ssl.models.vit import ViTEncoder
-from mnist_ssl.objectives.base import Objective, ObjectiveOutput
+from mnist_ssl.objectives.base import Objective, ObjectiveOutput, figure_pixels
 from mnist_ssl.objectives.infonce import GlobalBatchNorm1d
 
 
@@ -387,8 +387,8 @@ class DINO(Objective):
                 1, keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]),
                 torch.gather(patches, 1, keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1])))
             local = enc.unpatchify(shown)
-        first = lambda x: x[:, 0].cpu().numpy()
-        return {"original": first(images), "view1": first(globals_[0]), "view2": first(local)}
+        return {"original": figure_pixels(images), "view1": figure_pixels(globals_[0]),
+                "view2": figure_pixels(local)}
 
 
 def build(encoder: ViTEncoder, cfg) -> DINO:

@@ -21,7 +21,7 @@ from mnist_ssl.errors import ConfigError
 from mnist_ssl.losses import nt_xent
 from mnist_ssl.models.layers import init_weights
 from mnist_ssl.models.vit import ViTEncoder
-from mnist_ssl.objectives.base import Objective, ObjectiveOutput
+from mnist_ssl.objectives.base import Objective, ObjectiveOutput, figure_pixels
 
 
 @dataclass
@@ -129,13 +129,12 @@ class InfoNCE(Objective):
 
     @torch.no_grad()
     def figure(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        """The views figure's arrays: channel 0 (frame 0) of the ``original`` images beside two
-        augmented views (``view1``, ``view2``) as the model is trained on, each (B, H, W)."""
+        """The views figure's arrays: frame 0 of the ``original`` images beside two augmented
+        views (``view1``, ``view2``) as the model is trained on, each (B, H, W) (colour: (B, H, W, 3))."""
         augment = self.augment_for_figure or (lambda x: x)
         v1, v2 = augment(images), augment(images)
-        first = (lambda x: x[:, 0, 0] if x.dim() == 5 else x[:, 0])  # channel 0, frame 0
-        return {"original": first(images).cpu().numpy(), "view1": first(v1).cpu().numpy(),
-                "view2": first(v2).cpu().numpy()}
+        first = (lambda x: figure_pixels(x[:, :, 0] if x.dim() == 5 else x))  # frame 0
+        return {"original": first(images), "view1": first(v1), "view2": first(v2)}
 
 
 def build(encoder: ViTEncoder, cfg) -> InfoNCE:

@@ -22,7 +22,7 @@ from mnist_ssl.errors import ConfigError
 from mnist_ssl.models.layers import Block, init_weights
 from mnist_ssl.models.patch_embed import PositionEmbedding
 from mnist_ssl.models.vit import ViTEncoder
-from mnist_ssl.objectives.base import Objective, ObjectiveOutput
+from mnist_ssl.objectives.base import Objective, ObjectiveOutput, figure_pixels
 
 
 # The recipe this method pretrains with unless told otherwise (RunConfig overrides the registry
@@ -230,15 +230,16 @@ class MAE(Objective):
         return {"masked_mse": float(model), "mean_patch_mse": float(baseline)}
 
     def figure(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        """What the reconstruction figure shows for a few images (B, C, H, W): channel 0 of the
-        ``original``, ``masked`` and ``reconstruction``, each (B, H, W), or (B, T, H, W) for clips."""
+        """What the reconstruction figure shows for a few images (B, C, H, W): the ``original``,
+        ``masked`` and ``reconstruction``, each (B, H, W) (colour: (B, H, W, 3)), or (B, T, H, W[, 3])
+        for clips."""
         was_training = self.training
         self.eval()
         masked, recon = self.reconstruct(images)
         self.train(was_training)
         original = self.encoder.as_clip(images) if masked.dim() == 5 else images
-        return {"original": original[:, 0].cpu().numpy(), "masked": masked[:, 0].cpu().numpy(),
-                "reconstruction": recon[:, 0].cpu().numpy()}
+        return {"original": figure_pixels(original), "masked": figure_pixels(masked),
+                "reconstruction": figure_pixels(recon)}
 
 
 def build(encoder: ViTEncoder, cfg) -> MAE:

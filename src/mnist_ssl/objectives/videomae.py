@@ -27,7 +27,7 @@ import torch
 
 from mnist_ssl.config import check_choice, check_positive, check_ratio
 from mnist_ssl.models.vit import ViTEncoder
-from mnist_ssl.objectives.base import Objective, ObjectiveOutput
+from mnist_ssl.objectives.base import Objective, ObjectiveOutput, figure_pixels
 from mnist_ssl.objectives.mae import MAE, MaskDecoder, random_masking
 
 
@@ -134,8 +134,8 @@ class VideoMAE(MAE):
 
     @torch.no_grad()
     def figure(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        """The reconstruction figure's arrays, each (B, T, H, W): frames of the ``original`` clip,
-        ``masked`` and ``reconstruction``. Images (B, C, H, W) become clips the way training made
+        """The reconstruction figure's arrays, each (B, T, H, W), colour (B, T, H, W, 3): frames of
+        the ``original`` clip, ``masked`` and ``reconstruction``. Images (B, C, H, W) become clips the way training made
         them (``clip_mode``), from torch's global RNG for ``motion``."""
         from mnist_ssl.data.clips import make_clips
 
@@ -145,8 +145,8 @@ class VideoMAE(MAE):
         self.eval()
         clip, masked, recon = self.reconstruct(images)
         self.train(was_training)
-        return {"original": clip[:, 0].cpu().numpy(), "masked": masked[:, 0].cpu().numpy(),
-                "reconstruction": recon[:, 0].cpu().numpy()}
+        return {"original": figure_pixels(clip), "masked": figure_pixels(masked),
+                "reconstruction": figure_pixels(recon)}
 
 
 def build(encoder: ViTEncoder, cfg) -> VideoMAE:
