@@ -104,6 +104,7 @@ def main() -> None:
     metrics = json.loads((job / "metrics.json").read_text())
     torch.set_num_threads(1)
     load_before = C.load()
+    peaks_given = args.peak_1t is not None and args.peak_all is not None
     peak_1t = args.peak_1t or C.matmul_peak_gflops()
     cores = os.cpu_count() or 1
     if args.peak_all is None:
@@ -124,7 +125,7 @@ def main() -> None:
         wall = dict(run["wall_time_s"])
         if cfg.method != "supervised":
             logged = pretrain_seconds(folder)
-            if logged is not None and abs(logged - wall.get("pretrain", 0.0)) > 1.0:
+            if logged is not None and logged > wall.get("pretrain", 0.0) + 1.0:
                 wall["total"] += logged - wall.get("pretrain", 0.0)  # a resumed run: its whole pretraining
                 wall["pretrain"] = logged
         row = {"method": run["method"], "seed": run["seed"], "gflop": {k: v / 1e9 for k, v in flops.items()},
@@ -141,7 +142,7 @@ def main() -> None:
     job_wall = float(metrics.get("wall_time_s") or 0.0)
     result = {
         "job": str(job), "command": metrics.get("command"), "machine": C.machine(1), "load_before": load_before,
-        "load_after": C.load(), "peak_gflops_1_thread": peak_1t, "peak_gflops_all_cores": peak_all, "cores": cores,
+        "load_after": C.load(), "peaks_measured_here": not peaks_given, "peak_gflops_1_thread": peak_1t, "peak_gflops_all_cores": peak_all, "cores": cores,
         "runs": rows, "total_gflop": total_flops / 1e9, "sum_of_run_wall_s": total_run_s,
         "run_weighted_gflops": total_flops / 1e9 / total_run_s if total_run_s else None,
         "run_weighted_of_peak_1t": total_flops / 1e9 / total_run_s / peak_1t if total_run_s else None,
