@@ -93,7 +93,7 @@ st = train(obj, data.pretrain_images, None, cfg.pretrain, phase="pretrain",
            view=make_view(cfg.pretrain_augment, clip_builder(cfg)))
 dt = time.time() - t0
 r1 = probes(enc)
-out = {"tag": a.tag, "method": a.method, "set": a.set, "time_s": round(dt, 1),
+out = {"tag": a.tag, "method": a.method, "seed": a.seed, "set": a.set, "time_s": round(dt, 1),
        "loss": [round(h["loss"], 4) for h in st.history][:: max(1, len(st.history) // 8)] + [round(st.history[-1]["loss"], 4)],
        "random": r0, "pixels": pixel_baselines(), "pre": r1, **recon_err(obj)}
 print(json.dumps(out))
