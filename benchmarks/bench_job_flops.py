@@ -17,6 +17,7 @@ wall time gives the rate of the whole job against the machine's peak (every core
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -37,10 +38,16 @@ def _flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def _images(n: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=1)
+def _embedded_images() -> torch.Tensor:
     from mnist_ssl.data import load_embedded
 
-    return load_embedded().images[:n].float().div_(255.0)
+    return load_embedded().images
+
+
+def _images(n: int) -> torch.Tensor:
+    """The first n embedded images in [0, 1] (read once for every run and phase)."""
+    return _embedded_images()[:n].float().div_(255.0)
 
 
 def run_flops(cfg, n_train: int, n_test: int) -> dict:
