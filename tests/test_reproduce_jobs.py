@@ -199,3 +199,52 @@ def test_predictions_agree_with_the_metrics_and_resume_recreates_them(reference,
     assert again.keys() == ref.keys()
     for k in ref:
         np.testing.assert_array_equal(again[k], ref[k], err_msg=k)
+
+
+def test_a_batched_methods_seeds_pretrain_on_several_workers_and_resume_the_same(tmp_path, capsys):
+    """With --jobs 2 and two seeds, MAE's two pretrainings run at once (each worker holds in its
+    pretraining epoch 2 until the stop, so both can only be saved at epoch 1 if both ran at the
+    same time), then one batched fine-tuning; stopped there and resumed, the job equals --jobs 1."""
+    two = [*JOB, "--seeds", "2", "--no-baselines"]
+    ref = tmp_path / "ref"
+    assert main(["reproduce", "--out", str(ref), *two, "--jobs", "1"]) == 0
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", MPLBACKEND="Agg", MNIST_SSL_TEST_HOLD_AT=HOLD_IN_PRETRAIN_EPOCH_2)
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_ssl", "reproduce", "--out", str(out), *two,
+                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        runs = [out / "runs" / "mae" / f"seed{s}" for s in (0, 1)]
+        wait_for(lambda: all(saved_epoch(r) == ("pretrain", 1) for r in runs), proc,
+                 "both MAE seeds' first pretraining epochs were saved")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    for s in (0, 1):
+        assert f"mae seed {s} continues after pretrain epoch 1" in stderr
+
+    code, _, err = run_cli(["reproduce", "--out", out, *two, "--jobs", "2", "--resume"], capsys)
+    assert code == 0, err
+    mine = json.loads((out / "metrics.json").read_text())["runs"]
+    theirs = json.loads((ref / "metrics.json").read_text())["runs"]
+    strip = lambda r: {k: v for k, v in r.items() if k != "wall_time_s"}  # noqa: E731
+    assert [strip(r) for r in mine] == [strip(r) for r in theirs]
+    assert all(r["batched_finetune"] == {"seeds": [0, 1]} for r in mine)
+    for r in mine:  # the batched fine-tuning took the pretraining from the saved encoder, not again
+        if r["method"] == "mae":
+            log = map(json.loads, (out / "runs" / "mae" / f"seed{r['seed']}" / "log.jsonl").read_text().splitlines())
+            epochs = sum(line["time_s"] for line in log if line["phase"] == "pretrain")
+            assert r["wall_time_s"]["pretrain"] == pytest.approx(epochs, abs=0.01)
+    for s in (0, 1):
+        for name in ("log.jsonl", "pretrained.safetensors", "finetuned.safetensors"):
+            a = (out / "runs" / "mae" / f"seed{s}" / name).read_bytes()
+            b = (ref / "runs" / "mae" / f"seed{s}" / name).read_bytes()
+            if name == "log.jsonl":  # without the per-epoch times
+                a, b = ([{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in x.splitlines()]
+                        for x in (a, b))
+            assert a == b, (s, name)

@@ -18,7 +18,7 @@ from mnist_ssl.engine.callbacks import ProgressBar, TrainingInterrupted
 from mnist_ssl.engine.checkpoint import atomic_write_text
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.experiment.rundir import JobDir, RunDir
-from mnist_ssl.experiment.scheduler import JobStopped, LocalTask, RunGroup, RunTask, StopFlag, schedule
+from mnist_ssl.experiment.scheduler import JobStopped, LocalTask, PretrainTask, RunGroup, RunTask, StopFlag, schedule
 from mnist_ssl.objectives.registry import RunConfig, get_method
 from mnist_ssl.report.schema import SCHEMA_ID
 from mnist_ssl.report.summary import summary_table
@@ -45,7 +45,7 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
     setup_threads(any_cfg.threads)
     seed_list = list(range(first_seed, first_seed + seeds))
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    plan, kept, total = _plan(configs, job, seed_list, baselines, resume)
+    plan, kept, total = _plan(configs, job, seed_list, baselines, resume, jobs)
     progress = ProgressBar(total, enabled=None if not quiet else False)
     progress.advance(sum(kept.values()))
     t_job = time.perf_counter()
@@ -82,7 +82,7 @@ def reproduce(configs: dict[str, RunConfig], out: Path, *, seeds: int = 1, first
 def _results(plan: list, results: list, configs: dict, seed_list: list[int]) -> tuple[list[dict], list[dict]]:
     """The plan's results as metrics.json lists them: the runs in a one-process job's order
     (seed-major, methods as given; batched or not), and the baseline rows."""
-    runs = [m for item, r in zip(plan, results) if not isinstance(item, LocalTask) and r is not None
+    runs = [m for item, r in zip(plan, results) if not isinstance(item, (LocalTask, PretrainTask)) and r is not None
             for m in (r if isinstance(item, RunGroup) else [r])]
     order = {(m, seed): i for i, (seed, m) in enumerate((s, m) for s in seed_list for m in configs)}
     runs.sort(key=lambda r: order[(r["method"], r["seed"])])
@@ -101,15 +101,18 @@ def default_jobs(configs: dict[str, RunConfig], seeds: int) -> int:
     if resolve_device(any_cfg.device).type != "cpu":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    items = len(configs) * (1 if seeds > 1 and any_cfg.run.batch_models and not any_cfg.semi.enabled else seeds)
+    batched = seeds > 1 and any_cfg.run.batch_models and not any_cfg.semi.enabled
+    # A batched group pretrains its seeds one per worker (_batched): they are items of their own.
+    items = sum(seeds if not batched or get_method(m).build is not None else 1 for m in configs)
     return max(1, min(cores // max(1, any_cfg.threads), items))
 
 
 def _plan(configs: dict[str, RunConfig], job: JobDir, seed_list: list[int], baselines: bool,
-          resume: bool) -> tuple[list, dict, int]:
+          resume: bool, jobs: int = 1) -> tuple[list, dict, int]:
     """The job's items in the order one process takes them: per seed, each method's run (a
     finished run kept by ``resume`` is its metrics, checked before anything starts), then the
-    seed's baselines. -> (plan, {slot: steps of a kept run}, total steps)."""
+    seed's baselines; with several seeds, batched groups (:func:`_batched`). -> (plan, {slot:
+    steps of a kept run}, total steps)."""
     any_cfg = next(iter(configs.values()))
     n_train = len(any_cfg.data.classes or range(10)) * (any_cfg.data.train_per_class or 500)
     plan: list = []
@@ -129,26 +132,30 @@ def _plan(configs: dict[str, RunConfig], job: JobDir, seed_list: list[int], base
             plan.append(LocalTask(f"the baselines, seed {seed}",
                                   lambda seed=seed: _baselines(configs, job, seed, resume),
                                   kept=lambda seed=seed: resume and job.baselines(seed).exists()))
-    return _batched(plan, configs) if len(seed_list) > 1 else plan, kept, total
+    return _batched(plan, configs, n_train, jobs) if len(seed_list) > 1 else plan, kept, total
 
 
-def _batched(plan: list, configs: dict[str, RunConfig]) -> list:
+def _batched(plan: list, configs: dict[str, RunConfig], n_train: int, jobs: int) -> list:
     """The plan with each method's unfinished runs (``run.batch_models``, more than one) as one
     RunGroup, whose fine-tuning shares its steps: the groups first, in the methods' order, then
-    what stays one item (a single run, kept results, the baselines), in the plan's order."""
+    what stays one item (a single run, kept results, the baselines), in the plan's order. With
+    ``jobs`` > 1 each group's pretrainings come before it as items of their own, so that a
+    method's seeds pretrain on several workers at once (one worker would take them in turn)."""
     from mnist_ssl.engine.batched import why_not_batched
 
-    groups, rest = [], []
+    items, grouped = [], set()
     for method in configs:
         tasks = [t for t in plan if isinstance(t, RunTask) and t.method == method]
         # The semi-supervised stage runs after each run's own fine-tuning (experiment/run.py), so such
         # runs go one at a time.
         if (len(tasks) > 1 and tasks[0].cfg.run.batch_models and not tasks[0].cfg.semi.enabled
                 and why_not_batched([t.cfg for t in tasks]) is None):
-            groups.append(RunGroup(tasks))
-    grouped = {id(t) for g in groups for t in g.tasks}
-    rest = [item for item in plan if id(item) not in grouped]
-    return groups + rest
+            pretrains = []
+            if jobs > 1 and get_method(method).build is not None:
+                pretrains = [PretrainTask(t, t.steps - _steps(t.cfg, n_train, False)) for t in tasks]
+            items += [*pretrains, RunGroup(tasks, after=pretrains)]
+            grouped |= {id(t) for t in tasks}
+    return items + [item for item in plan if id(item) not in grouped]
 
 
 def _steps(cfg: RunConfig, n_train: int, has_pretrain: bool) -> int:

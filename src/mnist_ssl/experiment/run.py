@@ -79,6 +79,32 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     return metrics
 
 
+def pretrain_run(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False, progress=None,
+                 stop_requested: Callable[[], bool] = lambda: False, data: RunData | None = None,
+                 resume: bool = False) -> float:
+    """Only the pretraining of the run in ``run_dir``, as :func:`run_experiment` begins it (the same
+    random draws, checkpoint, figure and log lines), so that a later ``run_experiment`` or batched
+    fine-tuning with ``resume`` continues from its encoder. ``resume``: a pretraining that had
+    finished is kept, one that had stopped continues. -> the seconds it pretrained now."""
+    cfg.validate()
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    device = setup(cfg)
+    start = _start_point(cfg, run) if resume else RunStart()
+    if start.from_pretrained or (start.state is not None and start.state["meta"]["phase"] == "finetune"):
+        return 0.0
+    seed_everything(cfg.seed)
+    data = data if data is not None else prepare_data(cfg, device)
+    atomic_write_text(run.config, cfg.to_json())
+    _start_log(run, start)
+    times: dict[str, float] = {}
+    _pretrained_encoder(cfg, run, data, start, times, quiet=quiet, progress=progress, stop_requested=stop_requested)
+    # The checkpoint and every pretraining line are written: the last epoch's resume state would
+    # make the next start continue a pretraining with no epochs left (and redo its figure).
+    clear_train_state(run.path)
+    return times.get("pretrain", 0.0)
+
+
 def _semi(cfg: RunConfig, run: RunDir, classifier: ViTClassifier, data: RunData, times: dict, *,
           quiet: bool, progress, stop_requested) -> dict:
     """The semi-supervised stage after fine-tuning (``semi.*``): a student learns from the fine-tuned

@@ -5,7 +5,8 @@ A plan is a list of items in the order a one-process job takes them: runs
 seed's baselines). :func:`schedule` starts the items in that order on ``jobs`` workers:
 ``jobs=1`` is :class:`InProcessWorker`, this process itself, with the per-epoch lines and
 confusion matrices printed; ``jobs > 1`` is a pool of worker processes, one line per finished
-run. A local item starts when a worker is free. The results come back in the plan's order,
+run. A local item starts when a worker is free; an item with prerequisites (a batched group
+after its seeds' pretrainings) when they have finished, the items after it starting meanwhile. The results come back in the plan's order,
 whatever the order the runs finished in.
 
 Stops: SIGINT/SIGTERM set the :class:`StopFlag`; the runs poll it (pool workers through a
@@ -22,7 +23,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from mnist_ssl.engine.callbacks import TrainingInterrupted
@@ -76,15 +77,48 @@ class RunTask:
 
 
 @dataclass
+class PretrainTask:
+    """The pretraining of one run of a :class:`RunGroup`, as its own plan item: a group's seeds
+    pretrain on several workers at once, and the group fine-tunes them batched afterwards from
+    the encoders they saved. Its result is None (its time goes to the run's metrics)."""
+
+    task: RunTask
+    steps: int
+
+    @property
+    def method(self) -> str:
+        return self.task.method
+
+    @property
+    def seed(self) -> int:
+        return self.task.seed
+
+    @property
+    def cfg(self):
+        return self.task.cfg
+
+    @property
+    def run(self) -> RunDir:
+        return self.task.run
+
+    @property
+    def label(self) -> str:
+        return f"{self.task.label} (pretraining)"
+
+
+@dataclass
 class RunGroup:
     """Several seeds of one method whose fine-tuning shares its steps (engine/batched.py):
-    one plan item, one worker; its result is the list of its runs' metrics."""
+    one plan item, one worker; its result is the list of its runs' metrics. ``after``: the
+    :class:`PretrainTask` items that pretrain its runs first (on other workers); the group then
+    starts from their saved encoders, and ``steps`` counts only what is left."""
 
     tasks: list
+    after: list = field(default_factory=list)
 
     @property
     def steps(self) -> int:
-        return sum(t.steps for t in self.tasks)
+        return sum(t.steps for t in self.tasks) - sum(p.steps for p in self.after)
 
     @property
     def method(self) -> str:
@@ -104,12 +138,21 @@ class RunGroup:
 
 
 def execute(item, *, quiet: bool, progress, stop_requested, resume: bool, data=None):
-    """Run a RunTask (-> its metrics) or a RunGroup (-> its runs' metrics)."""
+    """Run a RunTask (-> its metrics), a RunGroup (-> its runs' metrics) or a PretrainTask
+    (-> its pretraining seconds)."""
+    if isinstance(item, PretrainTask):
+        from mnist_ssl.experiment.run import pretrain_run
+
+        return pretrain_run(item.cfg, item.run.path, quiet=quiet, progress=progress, stop_requested=stop_requested,
+                            data=data, resume=resume)
     if isinstance(item, RunGroup):
         from mnist_ssl.experiment.batched_runs import run_experiments_batched
 
+        # After its PretrainTasks the group continues from the encoders they saved in this job,
+        # as --resume continues a run whose pretraining had finished.
         return run_experiments_batched([t.cfg for t in item.tasks], [t.run.path for t in item.tasks], quiet=quiet,
-                                       progress=progress, stop_requested=stop_requested, resume=resume)
+                                       progress=progress, stop_requested=stop_requested,
+                                       resume=resume or bool(item.after))
     from mnist_ssl.experiment.run import run_experiment
 
     return run_experiment(item.cfg, item.run.path, quiet=quiet, progress=progress, stop_requested=stop_requested,
@@ -154,10 +197,12 @@ class _Schedule:
 
     def __init__(self, plan: list, jobs: int, stop: StopFlag, progress, quiet: bool) -> None:
         self.plan, self.jobs, self.stop, self.progress, self.quiet = plan, jobs, stop, progress, quiet
-        todo = [slot for slot, item in enumerate(plan) if isinstance(item, (LocalTask, RunTask, RunGroup))]
+        todo = [slot for slot, item in enumerate(plan) if isinstance(item, (LocalTask, RunTask, RunGroup, PretrainTask))]
         self.pending = deque(todo)
         # Any other item is a result kept from before (--resume).
         self.results: list = [None if slot in todo else item for slot, item in enumerate(plan)]
+        self.slot_of = {id(item): slot for slot, item in enumerate(plan)}
+        self.done: set[int] = set()  # slots finished in this call
         self.in_flight: dict[Future, int] = {}
         self.counted: dict[int, int] = {}  # slot -> steps shown on the bar
         self.running: dict[int, str] = {}  # slot -> "method seed k", for the bar's description
@@ -191,21 +236,29 @@ class _Schedule:
                 workers.halt()
                 self.halted = True
 
+    def _ready(self, slot: int) -> bool:
+        """Whether the item's prerequisites (a RunGroup's PretrainTasks) have finished."""
+        return all(self.slot_of[id(p)] in self.done for p in getattr(self.plan[slot], "after", ()))
+
     def _start_next(self, workers) -> None:
-        """Start plan items in order while a worker is free; a local item runs here and now."""
-        while self.pending and len(self.in_flight) < self.jobs:
-            slot = self.pending[0]
+        """Start plan items in order while a worker is free, each as soon as its prerequisites
+        have finished (one that waits lets the next ones start); a local item runs here and now."""
+        while len(self.in_flight) < self.jobs:
+            slot = next((s for s in self.pending if self._ready(s)), None)
+            if slot is None:
+                return
             item = self.plan[slot]
             if isinstance(item, LocalTask):
                 if self.stop() and not item.kept():
                     return
-                self.pending.popleft()
+                self.pending.remove(slot)
                 self.progress.set_description(item.name)
                 self.results[slot] = item.work()
+                self.done.add(slot)
                 continue
             if self.stop():
                 return
-            self.pending.popleft()
+            self.pending.remove(slot)
             self.in_flight[workers.submit(slot, item)] = slot
 
     def _collect(self, slot: int, future: Future, on_run_done) -> None:
@@ -215,7 +268,13 @@ class _Schedule:
             status, value = future.result()
         except Exception as e:  # noqa: BLE001 - a broken pool or a bug in a worker: stop the others
             status, value = "error", _pool_error(e, task)
-        if status == "ok":
+        if status == "ok" and isinstance(task, PretrainTask):
+            self.done.add(slot)
+            self.count(slot, task.steps)
+            if self.jobs > 1 and not self.quiet:
+                self.progress.write_line(f"== {task.label}: done ({value:.0f} s) ==")
+        elif status == "ok":
+            self.done.add(slot)
             pairs = list(zip(task.tasks, value)) if isinstance(task, RunGroup) else [(task, value)]
             done = [on_run_done(t, m) for t, m in pairs]
             self.results[slot] = done if isinstance(task, RunGroup) else done[0]
@@ -246,7 +305,7 @@ class _Schedule:
                 message = str(self.stopped[0][0])
             else:
                 item = self.plan[self.pending[0]]
-                message = (f"interrupted before {item.label}" if isinstance(item, (RunTask, RunGroup))
+                message = (f"interrupted before {item.label}" if isinstance(item, (RunTask, RunGroup, PretrainTask))
                            else f"interrupted before {item.name}")
             raise JobStopped(message, self.stopped, self.results)
         return self.results
@@ -303,7 +362,7 @@ class InProcessWorker:
         from mnist_ssl.experiment.runtime import resolve_device
 
         state = self.state
-        if isinstance(task, RunTask):
+        if isinstance(task, (RunTask, PretrainTask)):
             key = (task.seed, json.dumps(task.cfg.data.__dict__, sort_keys=True))
             if key != self._data_key:
                 self._data, self._data_key = prepare_data(task.cfg, resolve_device(task.cfg.device)), key
@@ -315,7 +374,7 @@ class InProcessWorker:
         future: Future = Future()
         future.set_result(_run_outcome(lambda: execute(
             task, quiet=state.quiet, progress=state.progress, stop_requested=state.stop, resume=self.resume,
-            data=self._data if isinstance(task, RunTask) else None)))
+            data=self._data if isinstance(task, (RunTask, PretrainTask)) else None)))
         state.counted[slot] = task.steps  # the run drew its steps on the bar itself
         return future
 
@@ -365,13 +424,15 @@ class PoolWorkers:
         from concurrent.futures import ProcessPoolExecutor
 
         if self.pool is None:
-            n_runs = sum(isinstance(item, (RunTask, RunGroup)) for item in self.state.plan)
+            n_runs = sum(isinstance(item, (RunTask, RunGroup, PretrainTask)) for item in self.state.plan)
             self.pool = ProcessPoolExecutor(max_workers=min(self.jobs, n_runs), mp_context=self.ctx,
                                             initializer=_worker_init, initargs=(self.event, self.messages))
         with _signals_blocked():  # submit() starts the processes
             tasks = task.tasks if isinstance(task, RunGroup) else [task]
+            kind = "group" if isinstance(task, RunGroup) else "pretrain" if isinstance(task, PretrainTask) else "run"
+            resume = self.resume or bool(getattr(task, "after", None))  # see execute()
             return self.pool.submit(_worker_run, [(t.cfg.to_dict(), str(t.run.path)) for t in tasks],
-                                    isinstance(task, RunGroup), self.resume, slot)
+                                    kind, resume, slot)
 
     def poll(self) -> None:
         while True:
@@ -451,9 +512,10 @@ def _worker_stop() -> bool:
     return _WORKER["orphaned"] or _WORKER["event"].is_set()
 
 
-def _worker_run(runs: list[tuple[dict, str]], group: bool, resume: bool, slot: int) -> tuple[str, object]:
-    """One (method, seed) run, or a RunGroup of them, in a worker, as :func:`_run_outcome` reports it.
-    runs: (config dict, run folder) of each run."""
+def _worker_run(runs: list[tuple[dict, str]], kind: str, resume: bool, slot: int) -> tuple[str, object]:
+    """One (method, seed) run ("run"), a RunGroup of them ("group") or one run's pretraining
+    ("pretrain"), in a worker, as :func:`_run_outcome` reports it. runs: (config dict, run
+    folder) of each run; ``resume`` here already says whether a group continues from saved encoders."""
     from mnist_ssl.experiment.rundir import RunDir
     from mnist_ssl.experiment.runtime import setup_threads
     from mnist_ssl.objectives.registry import RunConfig
@@ -462,7 +524,7 @@ def _worker_run(runs: list[tuple[dict, str]], group: bool, resume: bool, slot: i
     for cfg_dict, run_dir in runs:
         cfg = RunConfig.from_dict(cfg_dict)
         tasks.append(RunTask(cfg.method, cfg.seed, cfg, RunDir(run_dir), 0))
-    item = RunGroup(tasks) if group else tasks[0]
+    item = RunGroup(tasks) if kind == "group" else PretrainTask(tasks[0], 0) if kind == "pretrain" else tasks[0]
     setup_threads(tasks[0].cfg.threads or 1)  # one torch thread per process unless the config says more
     if _worker_stop():
         return "interrupted", ("reproduce", 0, f"interrupted before {item.label}")
