@@ -168,3 +168,23 @@ def test_default_seed_counts_follow_the_budgets(tmp_path, capsys):
                  "--no-baselines", *TINY]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["k"], r["seed"]) for r in rows] == [(11, 0)]
+
+
+def test_a_budgets_seeds_fine_tune_batched_as_they_would_one_at_a_time(tmp_path, capsys):
+    """The default trains a budget's seeds as one batched model; ``run.batch_models=false`` one at a
+    time. The probes are the same numbers; the fine-tuned accuracies are within a test image of
+    30 (only the batched kernels' rounding differs); the semi-supervised stage runs after either."""
+    rows = {}
+    for batch in ("true", "false"):
+        out = tmp_path / batch
+        assert main(["label-efficiency", "--out", str(out), "--methods", "mae,supervised", "--labels", "2",
+                     "--seeds", "2", "--no-baselines", "--set", f"run.batch_models={batch}",
+                     "--set", "semi.enabled=true", "--set", "semi.epochs=1", *TINY]) == 0
+        rows[batch] = {(r["method"], r["seed"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert sorted(rows["true"]) == sorted(rows["false"]) == [(m, s) for m in ("mae", "supervised") for s in (0, 1)]
+    for key, b in rows["true"].items():
+        u = rows["false"][key]
+        assert b["batched_finetune"] == {"seeds": [0, 1]} and "batched_finetune" not in u
+        assert b["probe_accuracy"] == u["probe_accuracy"]
+        assert abs(b["finetune_accuracy"] - u["finetune_accuracy"]) <= 1 / 30 + 1e-6, key
+        assert 0 <= b["semi_accuracy"] <= 1 and b["semi_kind"] == "distill"

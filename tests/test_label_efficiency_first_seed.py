@@ -13,8 +13,9 @@ JOB = ["--methods", "mae,supervised", "--labels", "1,2", *TINY]
 
 
 def _rows(res: dict, key: str = "rows") -> dict[tuple, dict]:
-    """(method, k, seed) -> the row without its wall time."""
-    return {(r["method"], r["k"], r["seed"]): {f: v for f, v in r.items() if f != "time_s"} for r in res[key]}
+    """(method, k, seed) -> the row without its wall time and the seeds it shared batched steps with."""
+    return {(r["method"], r["k"], r["seed"]): {f: v for f, v in r.items() if f not in ("time_s", "batched_finetune")}
+            for r in res[key]}
 
 
 def test_seed_k_is_the_same_row_from_first_seed_k_or_as_the_kth_seed_of_a_job_from_0(tmp_path, capsys):
@@ -28,6 +29,9 @@ def test_seed_k_is_the_same_row_from_first_seed_k_or_as_the_kth_seed_of_a_job_fr
     # for a pretrained method (one encoder per job, seeded by the config) and the from-scratch ViT.
     for key, row in _rows(b).items():
         assert row == _rows(a)[key], key
+    # Batched with seed 0 or alone in the batched engine: seed 1's row does not depend on its company.
+    assert {r["batched_finetune"]["seeds"] == [0, 1] for r in a["rows"]} == {True}
+    assert {r["batched_finetune"]["seeds"] == [1] for r in b["rows"]} == {True}
     assert _rows(b, "baselines") == {k: r for k, r in _rows(a, "baselines").items() if k[2] == 1}
     assert (from_1 / "pretrained" / "mae.safetensors").read_bytes() == \
         (from_0 / "pretrained" / "mae.safetensors").read_bytes()

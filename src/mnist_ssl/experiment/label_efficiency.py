@@ -22,7 +22,9 @@ The protocol:
    1,000 steps are 8 epochs of k=100 on ten classes, and the from-scratch ViT
    reached 66.6% there against 90.4% after 32 epochs), then tested. A set of
    more than ``MAX_STEPS_PER_EPOCH`` batches gets a larger batch instead, so
-   that "all" stays affordable.
+   that "all" stays affordable. A budget's seeds fine-tune as one batched model
+   (``run.batch_models``, engine/batched.py; each seed's draws its own, so a row depends only
+   on its seed), or one at a time with ``run.batch_models=false``.
 4. ``supervised`` is the same ViT from random initialisation (seed s): its
    fine-tuning is training from scratch, and its probe measures random features.
 5. The raw-pixel baselines (RBF SVM, 1-NN, logistic regression; the numbers a
@@ -194,18 +196,27 @@ def finetune_and_test(cfg: RunConfig, encoder, images: torch.Tensor, targets: to
     least ``min_epochs`` epochs (LP-FT by default, as every fine-tuning); -> (test accuracy, epochs).
     ``keep``: a list the fine-tuned classifier is appended to (for the semi-supervised stage);
     ``callbacks``: the engine's (the row's TensorBoard events)."""
-    batch, epochs = finetune_epochs(len(images), cfg.finetune.batch_size, steps, min_epochs)
-    ft = dataclasses.replace(cfg.finetune, batch_size=batch, epochs=epochs,
-                             warmup_epochs=min(cfg.finetune.warmup_epochs, epochs))
+    ft = finetune_recipe(cfg, len(images), steps, min_epochs)
     classifier = ViTClassifier(copy.deepcopy(encoder), len(pool.classes)).to(images.device)
     stages.finetune(cfg, ft, classifier, images, targets, seed, stop_requested=stop_requested,
                     callbacks=list(callbacks))
-    metrics, _ = stages.evaluate(classifier, pool.test_images, pool.test_labels, pool.classes)
     if keep is not None:
         keep.append(classifier)
+    return test_accuracy(classifier, pool), ft.epochs
+
+
+def finetune_recipe(cfg: RunConfig, n: int, steps: int, min_epochs: int):
+    """The fine-tuning OptimConfig of a row with ``n`` labelled images (:func:`finetune_epochs`)."""
+    batch, epochs = finetune_epochs(n, cfg.finetune.batch_size, steps, min_epochs)
+    return dataclasses.replace(cfg.finetune, batch_size=batch, epochs=epochs,
+                               warmup_epochs=min(cfg.finetune.warmup_epochs, epochs))
+
+
+def test_accuracy(classifier: ViTClassifier, pool: Pool) -> float:
+    metrics, _ = stages.evaluate(classifier, pool.test_images, pool.test_labels, pool.classes)
     # results.json has always held the float32 mean (the same number, rounded to float32), so
     # rows of older files and new ones compare equal.
-    return float(np.float32(metrics["accuracy"])), epochs
+    return float(np.float32(metrics["accuracy"]))
 
 
 # ----- the job ------------------------------------------------------------------
@@ -389,6 +400,7 @@ class _Job:
         encoder = self.encoder(method, cfg)
         feats = feats_test = None  # frozen features of a pretrained encoder serve every (k, seed)
         for k, n_seeds in zip(self.labels, self.seeds):
+            todo = []
             for s in budget_seeds(n_seeds, self.first_seed):
                 key = (method, "all" if k is None else k, s)
                 if key in self.done:
@@ -404,7 +416,71 @@ class _Job:
                     if feats is None:
                         feats, feats_test = extract_features(encoder, self.pool_x), extract_features(encoder, self.test_x)
                     f_tr, f_te = feats[idx], feats_test
-                self.row(method, cfg, key, idx, enc, f_tr, f_te)
+                todo.append((key, idx, enc, f_tr, f_te))
+            if self._batchable(cfg, todo):
+                self.rows_batched(method, cfg, todo)
+            else:
+                for key, idx, enc, f_tr, f_te in todo:
+                    self.row(method, cfg, key, idx, enc, f_tr, f_te)
+
+    def _batchable(self, cfg: RunConfig, todo: list) -> bool:
+        """Whether a budget's seeds fine-tune as one batched model (``run.batch_models``, the default).
+        A lone seed too (one model in the batched engine): a row then does not depend on how many
+        seeds the command asked for or a --resume had left to do, only on its seed."""
+        from mnist_ssl.engine.batched import why_not_batched
+
+        cfgs = [dataclasses.replace(cfg, seed=key[2]) for key, *_ in todo]
+        return bool(todo) and cfg.run.batch_models and why_not_batched(cfgs * (2 if len(cfgs) == 1 else 1)) is None
+
+    def rows_batched(self, method: str, cfg: RunConfig, todo: list) -> None:
+        """The rows of one budget's seeds (``todo``: (key, idx, encoder, train features, test
+        features) each), their fine-tunings trained as one batched model (engine/batched.py): each
+        seed's labelled draw, LP-FT head, batch order, augmentation and dropout its own, as in
+        :meth:`row`, up to the batched kernels' rounding. Then each row's probe, test and semi
+        stage, and the rows saved together; a row's ``time_s`` holds its share of the batched phase."""
+        from mnist_ssl.engine import batched
+        from mnist_ssl.evaluation.probe import linear_probe
+
+        pool, device = self.pool, self.pool.images.device
+        ft = finetune_recipe(cfg, len(todo[0][1]), self.steps, self.min_epochs)
+        boards = [fresh_board(self.folder.tensorboard(method, *key[1:])) if cfg.run.tensorboard else None
+                  for key, *_ in todo]
+        try:
+            t0 = time.perf_counter()
+            parts = []
+            for key, idx, enc, f_tr, f_te in todo:
+                y = torch.as_tensor(pool.labels[idx], device=device)
+                images = pool.images[torch.as_tensor(idx, device=device)]
+                classifier = ViTClassifier(copy.deepcopy(enc), len(pool.classes)).to(device)
+                seed_everything(key[2] + 1)  # as stages.finetune: LP-FT, then the engine
+                if ft.head_init == "probe":
+                    stages.fit_head_on_frozen_features(classifier, images, y)
+                parts.append(dict(key=key, idx=idx, enc=enc, f_tr=f_tr, f_te=f_te, y=y, images=images,
+                                  classifier=classifier))
+            trainer = batched.from_runs([dataclasses.replace(cfg, seed=p["key"][2]) for p in parts],
+                                        [p["classifier"] for p in parts], [p["images"] for p in parts],
+                                        [p["y"] for p in parts], callbacks=[[b] if b else [] for b in boards], ft=ft)
+            trainer.train(self.stop_requested)
+            share = (time.perf_counter() - t0) / len(parts)
+            seeds = [p["key"][2] for p in parts]
+            for p, board in zip(parts, boards):
+                t1 = time.perf_counter()
+                key, s = p["key"], p["key"][2]
+                probe = linear_probe(p["f_tr"], pool.labels[p["idx"]], p["f_te"], self.test_y,
+                                     C=cfg.eval.probe_c)["accuracy"]
+                row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(p["idx"])),
+                       "finetune_accuracy": test_accuracy(p["classifier"], pool), "probe_accuracy": probe,
+                       "finetune_epochs": ft.epochs, "batched_finetune": {"seeds": seeds}}
+                self._finish_row(method, cfg, row, p["classifier"], p["images"], p["y"], p["enc"],
+                                 [] if board is None else [board], t1 - share)
+                if board is not None:
+                    board.log_metrics({"eval/accuracy": row["finetune_accuracy"],
+                                       "eval/linear_probe": row["probe_accuracy"],
+                                       "eval/semi": row.get("semi_accuracy")})
+        finally:
+            for board in boards:
+                if board is not None:
+                    board.close()
 
     def row(self, method: str, cfg: RunConfig, key: tuple, idx: np.ndarray, enc, f_tr, f_te) -> None:
         """One (method, k, seed), with its TensorBoard events under --log tensorboard (a row that did
@@ -437,19 +513,26 @@ class _Job:
                                         stop_requested=self.stop_requested, keep=finetuned, callbacks=callbacks)
         row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(idx)),
                "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs}
+        return self._finish_row(method, cfg, row, finetuned[0], images, y, enc, callbacks, t1)
+
+    def _finish_row(self, method: str, cfg: RunConfig, row: dict, finetuned: ViTClassifier, images: torch.Tensor,
+                    y: torch.Tensor, enc, callbacks: list, t_start: float) -> dict:
+        """A fine-tuned row's semi-supervised stage (``semi.enabled``: its own numbers beside the
+        plain ones, from the same fine-tuned teacher); the row is saved at once, and returned."""
+        pool, s = self.pool, row["seed"]
         semi_line = ""
-        if cfg.semi.enabled:  # its own numbers beside the plain ones, from the same fine-tuned teacher
+        if cfg.semi.enabled:
             from mnist_ssl.experiment.semi import semi_stage
 
-            student = semi_stage(cfg, finetuned[0], pool.images, images, y, len(pool.classes), seed=s,
+            student = semi_stage(cfg, finetuned, pool.images, images, y, len(pool.classes), seed=s,
                                  init_encoder=enc, callbacks=callbacks)
-            semi, _ = stages.evaluate(student, pool.test_images, pool.test_labels, pool.classes)
-            row.update(semi_accuracy=float(np.float32(semi["accuracy"])), semi_kind=cfg.semi.kind)
+            row.update(semi_accuracy=test_accuracy(student, pool), semi_kind=cfg.semi.kind)
             semi_line = f"  semi ({cfg.semi.kind}) {100 * row['semi_accuracy']:6.2f}%"
-        row["time_s"] = round(time.perf_counter() - t1, 2)
+        row["time_s"] = round(time.perf_counter() - t_start, 2)
         self.result["rows"].append(row)
-        self.say(f"{method:12s} k={key[1]!s:>4} seed {s}: fine-tune {100 * acc:6.2f}%  "
-                 f"probe {100 * probe:6.2f}%{semi_line}  ({row['time_s']:.0f} s)")
+        batched_note = " batched" if "batched_finetune" in row else ""
+        self.say(f"{method:12s} k={row['k']!s:>4} seed {s}: fine-tune {100 * row['finetune_accuracy']:6.2f}%  "
+                 f"probe {100 * row['probe_accuracy']:6.2f}%{semi_line}  ({row['time_s']:.0f} s{batched_note})")
         self.result["wall_time_s"]["total"] = round(time.perf_counter() - self.t0, 1)
         atomic_write_text(self.folder.results, json.dumps(self.result, indent=2))
         return row
