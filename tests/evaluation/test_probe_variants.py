@@ -106,3 +106,12 @@ def test_plain_probe_is_still_the_fixed_C_fit():
     expected = float((clf.predict((xte - mean) / std) == yte).mean())
     r = linear_probe(xtr, ytr, xte, yte)
     assert r["C"] == 1.0 and r["accuracy"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_top_k_is_the_stable_full_sort_also_with_ties():
+    from mnist_ssl.evaluation.probe import top_k_stable
+
+    rng = np.random.default_rng(4)
+    sim = np.round(rng.normal(size=(40, 300)), 1)  # one decimal: many exact ties, also at the k-th place
+    for k in (1, 5, 20, 299, 300, 400):
+        assert (top_k_stable(sim, k) == np.argsort(-sim, axis=1, kind="stable")[:, :k]).all(), k

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import importlib
 
-from mnist_ssl.commands import (download, embed, evaluate, export, finetune, label_efficiency, pretrain, report,
-                                reproduce)
+from mnist_ssl.commands import (download, embed, evaluate, export, finetune, label_efficiency, pretrain, probe,
+                                report, reproduce)
 
 predict = importlib.import_module("mnist_ssl.predict")
 
-COMMANDS = (reproduce, pretrain, finetune, evaluate, predict, label_efficiency, embed, export, download, report)
+COMMANDS = (reproduce, pretrain, finetune, evaluate, predict, label_efficiency, probe, embed, export, download, report)
