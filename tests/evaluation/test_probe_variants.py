@@ -115,3 +115,24 @@ def test_top_k_is_the_stable_full_sort_also_with_ties():
     sim = np.round(rng.normal(size=(40, 300)), 1)  # one decimal: many exact ties, also at the k-th place
     for k in (1, 5, 20, 299, 300, 400):
         assert (top_k_stable(sim, k) == np.argsort(-sim, axis=1, kind="stable")[:, :k]).all(), k
+
+
+def test_probe_reports_the_Cs_that_did_not_converge_instead_of_warning(monkeypatch, recwarn):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    fit = LogisticRegression.fit
+
+    def fit_that_stops_early_at_large_C(self, *a, **kw):  # what lbfgs does at max_iter
+        if self.C > 1:
+            warnings.warn("lbfgs failed to converge", ConvergenceWarning)
+        return fit(self, *a, **kw)
+
+    monkeypatch.setattr(LogisticRegression, "fit", fit_that_stops_early_at_large_C)
+    xtr, ytr = _blobs(10, 4, seed=2)
+    r = linear_probe_cv(xtr, ytr, xtr, ytr, Cs=(0.1, 10.0, 100.0), folds=2)
+    assert r["unconverged_Cs"] == [10.0, 100.0]
+    assert linear_probe_cv(xtr, ytr, xtr, ytr, Cs=(0.1, 1.0), folds=2)["unconverged_Cs"] == []
+    assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]

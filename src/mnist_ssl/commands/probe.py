@@ -68,4 +68,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"probe: C chosen by {rows[0][2]['linear_probe_cv']['C_chosen_by']}; kNN: plain vote of "
           f"{rows[0][2]['knn']['k']} (pixels: 1-NN); wkNN: weighted vote of {rows[0][2]['knn_weighted']['k']}, "
           f"T={rows[0][2]['knn_weighted']['temperature']}")
+    stopped = [f"{pool}/{name} C={r['linear_probe_cv']['C']:g}" for pool, name, r in rows
+               if r["linear_probe_cv"]["C"] in r["linear_probe_cv"]["unconverged_Cs"]]
+    if stopped:
+        print(f"note: lbfgs stopped at its iteration limit for the chosen C of {', '.join(stopped)}")
     return 0

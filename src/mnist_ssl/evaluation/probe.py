@@ -138,9 +138,9 @@ def linear_probe_cv(train_x: Any, train_y: Any, test_x: Any, test_y: Any, Cs: tu
     per C instead of ``folds``, for large labelled sets (60,000 rows).
 
     Returns ``{"accuracy", "train_accuracy", "n_train", "n_test", "C", "C_chosen_by",
-    "cv_accuracy", "folds", "Cs"}`` (``cv_accuracy``, ``folds``: None without cross-validation).
+    "cv_accuracy", "folds", "Cs", "unconverged_Cs"}`` (``cv_accuracy``, ``folds``: None without
+    cross-validation; ``unconverged_Cs``: the Cs whose lbfgs stopped at max_iter in some fit).
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
     xtr, xte = _standardise(_np(train_x), _np(test_x))
@@ -151,6 +151,7 @@ def linear_probe_cv(train_x: Any, train_y: Any, test_x: Any, test_y: Any, Cs: tu
         raise ValueError(f"holdout={holdout} must be a fraction in (0, 1)")
     n_folds = min(folds, int(np.bincount(np.unique(ytr, return_inverse=True)[1]).min()))
     cv_accuracy = None
+    unconverged: set = set()
     if n_folds >= 2:
         if holdout is None:
             splits = list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(xtr, ytr))
@@ -164,7 +165,7 @@ def linear_probe_cv(train_x: Any, train_y: Any, test_x: Any, test_y: Any, Cs: tu
         for c in Cs:
             correct = held = 0
             for fit_idx, val_idx in splits:
-                clf = LogisticRegression(max_iter=2000, C=c).fit(xtr[fit_idx], ytr[fit_idx])
+                clf = _fit_logreg(xtr[fit_idx], ytr[fit_idx], c, unconverged)
                 correct += int((clf.predict(xtr[val_idx]) == ytr[val_idx]).sum())
                 held += len(val_idx)
             scores.append(correct / held)
@@ -172,7 +173,7 @@ def linear_probe_cv(train_x: Any, train_y: Any, test_x: Any, test_y: Any, Cs: tu
         C, cv_accuracy = float(Cs[best]), scores[best]
     else:
         C, chosen_by, n_folds = float(default_C), "default (a class has fewer than 2 training rows)", None
-    clf = LogisticRegression(max_iter=2000, C=C).fit(xtr, ytr)
+    clf = _fit_logreg(xtr, ytr, C, unconverged)
     return {
         "accuracy": accuracy(clf.predict(xte), yte),
         "train_accuracy": accuracy(clf.predict(xtr), ytr),
@@ -183,7 +184,24 @@ def linear_probe_cv(train_x: Any, train_y: Any, test_x: Any, test_y: Any, Cs: tu
         "cv_accuracy": None if cv_accuracy is None else float(cv_accuracy),
         "folds": n_folds,
         "Cs": [float(c) for c in Cs],
+        "unconverged_Cs": sorted(unconverged),
     }
+
+
+def _fit_logreg(x: np.ndarray, y: np.ndarray, C: float, unconverged: set):
+    """sklearn's lbfgs logistic regression; a fit that stops at max_iter adds its C to
+    ``unconverged`` (reported in the result) instead of printing a warning per fit."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf = LogisticRegression(max_iter=2000, C=C).fit(x, y)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        unconverged.add(float(C))
+    return clf
 
 
 def top_k_stable(sim: np.ndarray, k: int) -> np.ndarray:
