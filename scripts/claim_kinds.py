@@ -479,6 +479,43 @@ def _check_paired_cell(report: Report, table: Table, label: str, column: str, ce
         report.wrong(table, label, column, expected, cell)
 
 
+# --- kind: probe --------------------------------------------------------------------------
+
+_PROBE_COLUMNS = (("linear probe", "linear_probe_cv"), ("weighted knn", "knn_weighted"), ("knn", "knn"))
+
+
+def check_probe(table: Table, root: Path, report: Report) -> None:
+    """A ``mnist-ssl probe --out`` JSON: rows name a pooling (``cls``, ``cls+mean``, ``mean``,
+    ``pixels``) and an encoder (``pretrained`` or ``random init``) in their cells; columns
+    ``linear probe %``, ``kNN %``, ``weighted kNN %``, ``dim``. ``file[TEXT]=PATH``: rows whose
+    first cell contains TEXT read PATH."""
+    default = table.options["file"]
+    overrides = _row_files(table)
+    header = [clean(h).lower() for h in table.header]
+    for row in table.rows:
+        label = clean(row[0]).lower()
+        rel = next((path for text, path in overrides if text in label), default)
+        data = load_json(root, rel, f"{table.doc}:{table.line}")
+        cells = " ".join(clean(c).lower() for c in row[:3])
+        if "pixels" in cells:
+            entry = data.get("pixels")
+        else:
+            pool = next((p for p in ("cls+mean", "mean", "cls") if re.search(rf"(?<![\w+]){re.escape(p)}(?![\w+])", cells)), None)
+            encoder = "random_init" if "random" in cells else "pretrained" if "pretrained" in cells else None
+            entry = data.get("features", {}).get(pool, {}).get(encoder) if pool and encoder else None
+        if entry is None:
+            report.unknown(table, f"row '{row[0]}': names no pooling and encoder that {rel} holds")
+            continue
+        for head, cell in zip(header, row):
+            if head == "dim":
+                if clean(cell) not in ("-", "") and clean(cell) != str(entry.get("dim")):
+                    report.wrong(table, row[0], head, str(entry.get("dim")), cell)
+                continue
+            key = next((k for name, k in _PROBE_COLUMNS if head.startswith(name)), None)
+            if key is not None:
+                check_stat(report, table, row[0], head, cell, [pct(entry[key]["accuracy"])])
+
+
 # --- kind: numbers (figures in a paragraph) -----------------------------------------------
 
 
@@ -662,4 +699,5 @@ KINDS: dict[str, Callable[[Table, Path, Report], None]] = {
     "knobs": check_knobs,
     "paired": check_paired,
     "numbers": check_numbers,
+    "probe": check_probe,
 }

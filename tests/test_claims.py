@@ -131,3 +131,21 @@ def test_a_knob_row_is_matched_by_its_settings(tmp_path):
     _, result = check(tmp_path, edited("| 94.20 ± 2.36 |", "| 95.20 ± 2.36 |", knobs))
     assert result.returncode == 1
     assert "row '`model.patch_size=7`', column 'MAE %': expected 94.20 ± 2.36, found 95.20 ± 2.36" in result.stdout
+
+
+PROBE = """<!-- claims: kind=probe file=docs/measurements/probe_fashion_infonce_s6_all_labels.json file[dino]=docs/measurements/probe_fashion_dino_s6_all_labels.json -->
+| checkpoint | features | encoder | dim | linear probe % | kNN % | weighted kNN % |
+|---|---|---|---|---|---|---|
+| InfoNCE | cls | pretrained | 64 | 79.77 | 74.54 | 74.81 |
+| InfoNCE | cls | random init | 64 | 78.80 | 74.90 | 74.74 |
+| DINO | cls+mean | pretrained | 128 | 82.67 | 75.13 | 75.31 |
+"""
+
+
+def test_a_probe_table_is_checked_cell_by_cell(tmp_path):
+    _, result = check(tmp_path, PROBE)
+    assert result.returncode == 0 and "9 numbers" in result.stdout, result.stdout + result.stderr
+    _, result = check(tmp_path, PROBE.replace("| 82.67 |", "| 82.76 |"))
+    assert result.returncode == 1 and "expected 82.67, found 82.76" in result.stdout + result.stderr
+    _, result = check(tmp_path, PROBE.replace("| DINO | cls+mean | pretrained", "| DINO | max | pretrained"))
+    assert result.returncode == 1 and "names no pooling" in result.stdout + result.stderr

@@ -79,6 +79,7 @@ def probe_checkpoint(checkpoint: str | Path, *, data: str = "embedded", dataset:
         start = time.perf_counter()
         flat = lambda x: x.reshape(len(x), -1).numpy()  # noqa: E731
         out["pixels"] = _probes(flat(tr_x), tr_y, flat(te_x), te_y, seed, holdout, 1)
+        out["pixels"]["dim"] = int(tr_x[0].numel())
         out["pixels"]["seconds"] = round(time.perf_counter() - start, 2)
     return out
 
