@@ -48,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
         pools=tuple(p.strip() for p in args.features.split(",") if p.strip()),
         random_init=not args.no_random_init, pixels=args.pixels, holdout=args.holdout,
         knn_k=args.knn_k, threads=args.threads or 1)
-    text = json.dumps(result, indent=1)
     if args.out:
-        atomic_write_text(args.out, text + "\n")
+        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     if args.json:
         print(json.dumps(result))
         return 0

@@ -17,8 +17,8 @@ from torch import nn
 
 from mnist_ssl.evaluation.metrics import accuracy
 
-__all__ = ["FEATURE_POOLS", "extract_features", "linear_probe", "linear_probe_cv", "knn_predict", "knn_eval",
-           "knn_weighted_predict", "knn_weighted_eval", "top_k_stable"]
+__all__ = ["FEATURE_POOLS", "extract_features", "frozen_evaluations", "linear_probe", "linear_probe_cv",
+           "knn_predict", "knn_eval", "knn_weighted_predict", "knn_weighted_eval", "top_k_stable"]
 
 # The field's kNN protocol (Wu et al. 2018, as DINO and solo-learn run it): 20 neighbours,
 # each voting with weight exp(cosine / 0.07).
@@ -312,3 +312,22 @@ def knn_weighted_eval(train_x: Any, train_y: Any, test_x: Any, test_y: Any, k: i
     yte = _np(test_y, np.int64)
     return {"accuracy": accuracy(pred, yte), "k": int(min(k, _np(train_y).size)),
             "temperature": float(temperature), "n_test": int(yte.size)}
+
+
+def frozen_evaluations(train_x: Any, train_y: Any, test_x: Any, test_y: Any, *, knn_k: int, seed: int = 0,
+                       linear_probe_c: float | None = None, linear: bool = True, knn: bool = True,
+                       holdout: float | None = None) -> dict:
+    """The frozen evaluations every report shows, on given features: ``linear_probe_cv`` (C chosen on
+    the training rows; ``holdout`` as there) and, with ``linear_probe_c``, the fixed-C
+    ``linear_probe``; ``knn`` (plain vote of ``knn_k``) and ``knn_weighted``.
+    ``linear`` / ``knn`` False leave their group out."""
+    out: dict = {}
+    if linear:
+        if linear_probe_c is not None:
+            out["linear_probe"] = linear_probe(train_x, train_y, test_x, test_y, C=linear_probe_c)
+        out["linear_probe_cv"] = linear_probe_cv(train_x, train_y, test_x, test_y, seed=seed, holdout=holdout)
+    if knn:
+        out["knn"] = knn_eval(train_x, train_y, test_x, test_y, k=knn_k)
+        out["knn_weighted"] = knn_weighted_eval(train_x, train_y, test_x, test_y)
+    return out
+

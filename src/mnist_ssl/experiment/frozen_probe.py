@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mnist_ssl.errors import ConfigError
 
 
@@ -29,7 +27,7 @@ def probe_checkpoint(checkpoint: str | Path, *, data: str = "embedded", dataset:
     """
     from mnist_ssl.config import DataConfig
     from mnist_ssl.data import class_index, load_splits
-    from mnist_ssl.evaluation.probe import FEATURE_POOLS, extract_features
+    from mnist_ssl.evaluation.probe import FEATURE_POOLS, extract_features, frozen_evaluations
     from mnist_ssl.experiment.data import check_shape, fit_config_to_data, run_classes
     from mnist_ssl.experiment.run import load_pretrained
     from mnist_ssl.experiment.runtime import setup_threads
@@ -58,7 +56,7 @@ def probe_checkpoint(checkpoint: str | Path, *, data: str = "embedded", dataset:
     wanted = run_classes(cfg)
     tr_y, te_y = class_index(train.labels, wanted).numpy(), class_index(test.labels, wanted).numpy()
     tr_x, te_x = train.images.float() / 255.0, test.images.float() / 255.0
-    knn_k = knn_k or cfg.eval.knn_k
+    knn_k = min(knn_k or cfg.eval.knn_k, int(tr_y.size))  # a few-label sample has fewer rows than k
     out: dict = {"checkpoint": str(checkpoint), "method": cfg.method, "data": data, "dataset": dataset,
                  "classes": wanted, "seed": seed, "n_train": int(tr_y.size), "n_test": int(te_y.size),
                  "holdout": holdout, "features": {}}
@@ -72,22 +70,14 @@ def probe_checkpoint(checkpoint: str | Path, *, data: str = "embedded", dataset:
             start = time.perf_counter()
             feats_tr = extract_features(model, tr_x, pool=pool).numpy()
             feats_te = extract_features(model, te_x, pool=pool).numpy()
-            row[name] = _probes(feats_tr, tr_y, feats_te, te_y, seed, holdout, knn_k)
+            row[name] = frozen_evaluations(feats_tr, tr_y, feats_te, te_y, knn_k=knn_k, seed=seed, holdout=holdout)
             row[name]["dim"] = int(feats_tr.shape[1])
             row[name]["seconds"] = round(time.perf_counter() - start, 2)
     if pixels:
         start = time.perf_counter()
         flat = lambda x: x.reshape(len(x), -1).numpy()  # noqa: E731
-        out["pixels"] = _probes(flat(tr_x), tr_y, flat(te_x), te_y, seed, holdout, 1)
+        out["pixels"] = frozen_evaluations(flat(tr_x), tr_y, flat(te_x), te_y, knn_k=1, seed=seed, holdout=holdout)
         out["pixels"]["dim"] = int(tr_x[0].numel())
         out["pixels"]["seconds"] = round(time.perf_counter() - start, 2)
     return out
 
-
-def _probes(tr_x: np.ndarray, tr_y: np.ndarray, te_x: np.ndarray, te_y: np.ndarray, seed: int,
-            holdout: float | None, knn_k: int) -> dict:
-    from mnist_ssl.evaluation.probe import knn_eval, knn_weighted_eval, linear_probe_cv
-
-    return {"linear_probe_cv": linear_probe_cv(tr_x, tr_y, te_x, te_y, seed=seed, holdout=holdout),
-            "knn": knn_eval(tr_x, tr_y, te_x, te_y, k=min(knn_k, len(tr_y))),
-            "knn_weighted": knn_weighted_eval(tr_x, tr_y, te_x, te_y)}

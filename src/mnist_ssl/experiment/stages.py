@@ -150,19 +150,13 @@ def frozen(cfg, encoder: ViTEncoder, data: RunData, features_path: Path) -> dict
 
 def frozen_metrics(cfg, encoder: ViTEncoder, data: RunData) -> tuple[dict, object, np.ndarray]:
     """The frozen evaluations ``cfg.eval`` asks for -> (metrics, test features, test labels)."""
-    from mnist_ssl.evaluation.probe import (extract_features, knn_eval, knn_weighted_eval, linear_probe,
-                                            linear_probe_cv)
+    from mnist_ssl.evaluation.probe import extract_features, frozen_evaluations
 
-    out: dict = {}
     tr_x = extract_features(encoder, data.train_images.float() / 255.0)
     te_x = extract_features(encoder, data.test_images.float() / 255.0)
     tr_y, te_y = data.train_targets.cpu().numpy(), data.test_targets.cpu().numpy()
-    if cfg.eval.linear_probe:
-        out["linear_probe"] = linear_probe(tr_x, tr_y, te_x, te_y, C=cfg.eval.probe_c)
-        out["linear_probe_cv"] = linear_probe_cv(tr_x, tr_y, te_x, te_y, seed=cfg.seed)
-    if cfg.eval.knn:
-        out["knn"] = knn_eval(tr_x, tr_y, te_x, te_y, k=cfg.eval.knn_k)
-        out["knn_weighted"] = knn_weighted_eval(tr_x, tr_y, te_x, te_y)
+    out = frozen_evaluations(tr_x, tr_y, te_x, te_y, knn_k=cfg.eval.knn_k, seed=cfg.seed,
+                             linear_probe_c=cfg.eval.probe_c, linear=cfg.eval.linear_probe, knn=cfg.eval.knn)
     return out, te_x, te_y
 
 
