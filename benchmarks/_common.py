@@ -44,7 +44,7 @@ def machine(threads: int | None = None) -> dict:
     """The job's machine block (CPU model, vector-kernel level, threads, GPU) plus torch's version
     and the load average. `threads` is the measured processes' thread count where they are
     children started with their own --threads; by default this process's own count."""
-    from mnist_ssl.reproduce import machine as job_machine
+    from mnist_ssl.experiment.reproduce import machine as job_machine
 
     threads = torch.get_num_threads() if threads is None else threads
     return {**job_machine(threads), "torch": torch.__version__, "load_avg": load()}
@@ -122,7 +122,7 @@ def ours(name: str, size: str, batch: int, device: torch.device, compile: bool =
     from mnist_ssl.engine.optim import make_optimizer, make_schedule
     from mnist_ssl.models.vit import ViTEncoder
     from mnist_ssl.objectives.registry import build_objective
-    from mnist_ssl.pipeline import _clip_builder, make_view
+    from mnist_ssl.experiment.data import clip_builder, make_view
 
     cfg = run_config(name, size, extra)
     torch.manual_seed(0)
@@ -131,7 +131,7 @@ def ours(name: str, size: str, batch: int, device: torch.device, compile: bool =
     opt = make_optimizer(objective, cfg.pretrain, device)
     sched = make_schedule(opt, cfg.pretrain, 10**6)
     images = load_embedded().images[:batch].to(device)
-    view = make_view(cfg.pretrain_augment, _clip_builder(cfg))
+    view = make_view(cfg.pretrain_augment, clip_builder(cfg))
 
     def make_views() -> list[torch.Tensor]:
         x = images.float().div_(255.0)

@@ -42,18 +42,18 @@ ROOT = Path(__file__).resolve().parent.parent
 # Stage -> (file suffix, function name) whose cumulative time is the stage's; training stages
 # are scaled by the epoch ratio. Nested entries (within fine-tuning) are read the same way.
 STAGES = {
-    "prepare_data": ("mnist_ssl/pipeline.py", "prepare_data"),
-    "pretrain": ("mnist_ssl/pipeline.py", "pretrain_stage"),
-    "pretrain_figure": ("mnist_ssl/objectives/mae.py", "visualize"),
-    "frozen_probes": ("mnist_ssl/pipeline.py", "frozen_stage"),
-    "finetune": ("mnist_ssl/pipeline.py", "finetune_stage"),
-    "lp_ft_head_init": ("mnist_ssl/pipeline.py", "fit_head_on_frozen_features"),
-    "test": ("mnist_ssl/pipeline.py", "test_stage"),
-    "predictions_file": ("mnist_ssl/pipeline.py", "save_predictions"),
-    "tta": ("mnist_ssl/pipeline.py", "tta_stage"),
+    "prepare_data": ("mnist_ssl/experiment/data.py", "prepare_data"),
+    "pretrain": ("mnist_ssl/experiment/stages.py", "pretrain"),
+    "pretrain_figure": ("mnist_ssl/experiment/stages.py", "pretraining_figure"),
+    "frozen_probes": ("mnist_ssl/experiment/stages.py", "frozen"),
+    "finetune": ("mnist_ssl/experiment/stages.py", "finetune"),
+    "lp_ft_head_init": ("mnist_ssl/experiment/stages.py", "fit_head_on_frozen_features"),
+    "test": ("mnist_ssl/experiment/stages.py", "evaluate"),
+    "predictions_file": ("mnist_ssl/experiment/stages.py", "save_predictions"),
+    "tta": ("mnist_ssl/experiment/stages.py", "tta"),
     "run_figures_loss": ("mnist_ssl/report/plots.py", "plot_loss_curves"),
     "run_figures_confusion": ("mnist_ssl/report/plots.py", "plot_confusion"),
-    "baselines": ("mnist_ssl/reproduce.py", "_baselines"),
+    "baselines": ("mnist_ssl/experiment/reproduce.py", "_baselines"),
     "report": ("mnist_ssl/report/report.py", "build_report"),
     "resume_state_writes": ("mnist_ssl/engine/resume.py", "on_epoch_end"),  # per epoch, both phases
 }
@@ -74,7 +74,7 @@ def _cumulative(stats: pstats.Stats, where: tuple[str, str]) -> float:
 
 
 def _reproduce_once(method: str, pre: int, ft: int, out: Path, profile: bool):
-    from mnist_ssl.reproduce import reproduce
+    from mnist_ssl.experiment.reproduce import reproduce
 
     cfg = C.run_config("mae-zero" if method == "mae" else method, "default",
                        [f"pretrain.epochs={pre}", f"finetune.epochs={ft}", "threads=1"])
@@ -92,7 +92,9 @@ def _profile_finetune(method: str, epochs: int) -> tuple[dict, float]:
     """cProfile of the fine-tuning loop alone (default recipe, ``epochs`` epochs, head init zero):
     the cumulative seconds of each of FINETUNE_PARTS, and the loop's profiled wall time."""
     from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
-    from mnist_ssl.pipeline import finetune_classifier, prepare_data, seed_everything
+    from mnist_ssl.experiment.data import prepare_data
+    from mnist_ssl.experiment.runtime import seed_everything
+    from mnist_ssl.experiment.stages import finetune
 
     cfg = C.run_config("mae-zero" if method == "mae" else method, "default",
                        [f"finetune.epochs={epochs}", "finetune.head_init=zero"])
@@ -102,7 +104,7 @@ def _profile_finetune(method: str, epochs: int) -> tuple[dict, float]:
     profiler = cProfile.Profile()
     t0 = time.perf_counter()
     profiler.enable()
-    finetune_classifier(cfg, cfg.finetune, classifier, data.train_images, data.train_targets)
+    finetune(cfg, cfg.finetune, classifier, data.train_images, data.train_targets, cfg.seed)
     profiler.disable()
     wall = time.perf_counter() - t0
     stats = pstats.Stats(profiler)
@@ -111,7 +113,7 @@ def _profile_finetune(method: str, epochs: int) -> tuple[dict, float]:
 
 # What a run imports before its first step (torch, the package, sklearn for the baselines,
 # matplotlib for the figures).
-START_IMPORTS = ("import mnist_ssl.pipeline, mnist_ssl.reproduce, mnist_ssl.report.report, "
+START_IMPORTS = ("import mnist_ssl.experiment.run, mnist_ssl.experiment.reproduce, mnist_ssl.report.report, "
                  "mnist_ssl.report.plots, mnist_ssl.evaluation.baselines, matplotlib.pyplot")
 
 
@@ -272,7 +274,7 @@ def _time(step, warmup: int, steps: int) -> list[float]:
 
 
 def cmd_step(args) -> None:
-    from mnist_ssl.config import RunConfig
+    from mnist_ssl.objectives.registry import RunConfig
 
     torch.set_num_threads(args.threads)
     load_before = C.load()
@@ -335,8 +337,7 @@ def _run_helpers(*names: str):
 
     found = []
     for name in names:
-        for module in ("mnist_ssl.experiment.stages", "mnist_ssl.experiment.data", "mnist_ssl.experiment.runtime",
-                       "mnist_ssl.pipeline"):
+        for module in ("mnist_ssl.experiment.stages", "mnist_ssl.experiment.data", "mnist_ssl.experiment.runtime"):
             try:
                 obj = getattr(importlib.import_module(module), name, None)
             except ImportError:
@@ -356,7 +357,7 @@ def cmd_agree(args) -> None:
     and test predictions."""
     import copy
 
-    from mnist_ssl.config import RunConfig
+    from mnist_ssl.objectives.registry import RunConfig
     from mnist_ssl.data.augment import Augmenter
     from mnist_ssl.engine.batched import BatchedFinetune
     from mnist_ssl.engine.loop import train

@@ -34,7 +34,8 @@ def one(args) -> None:
     from mnist_ssl.engine.loop import train
     from mnist_ssl.models.vit import ViTEncoder
     from mnist_ssl.objectives.registry import build_objective
-    from mnist_ssl.pipeline import _clip_builder, make_view, resolve_device
+    from mnist_ssl.experiment.data import clip_builder, make_view
+    from mnist_ssl.experiment.runtime import resolve_device
 
     device = resolve_device(args.device)
     extra = [f"pretrain.batch_size={args.batch}", "pretrain.epochs=1", "pretrain_augment.enabled=true"]
@@ -48,7 +49,7 @@ def one(args) -> None:
     objective = build_objective(cfg, ViTEncoder(cfg.model)).to(device)
     t0 = time.perf_counter()
     train(objective, images, None, cfg.pretrain, phase="pretrain",
-          view=make_view(cfg.pretrain_augment, _clip_builder(cfg)), compile=cfg.compile)
+          view=make_view(cfg.pretrain_augment, clip_builder(cfg)), compile=cfg.compile)
     C.sync(device)
     epoch_s = time.perf_counter() - t0
     print(json.dumps({"objective": args.one, "images": int(len(images)), "load_s": round(load_s, 2),

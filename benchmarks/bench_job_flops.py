@@ -105,7 +105,7 @@ def main() -> None:
                    help="all-core fp32 matmul peak, GFLOP/s (default: measure with every core)")
     args = p.parse_args()
 
-    from mnist_ssl.config import RunConfig
+    from mnist_ssl.objectives.registry import RunConfig
 
     job = Path(args.job)
     metrics = json.loads((job / "metrics.json").read_text())

@@ -166,10 +166,10 @@ def _per_class(split, n: int):
 
 
 def _mnist_correct(checkpoint: str, split) -> np.ndarray:
-    """Per digit: is the 28 x 28 image classified correctly? (evaluate's forward pass, pipeline.predict_logits)"""
+    """Per digit: is the 28 x 28 image classified correctly? (evaluate's forward pass, experiment.stages.predict_logits)"""
     from mnist_ssl.data import class_index
     from mnist_ssl.engine.checkpoint import load_classifier
-    from mnist_ssl.pipeline import predict_logits
+    from mnist_ssl.experiment.stages import predict_logits
 
     model, meta = load_classifier(checkpoint)
     classes = list(meta.get("classes") or range(model.cfg.num_classes))

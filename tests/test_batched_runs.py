@@ -85,3 +85,31 @@ def test_cli_job_with_workers_batches_seeds_and_matches_one_at_a_time(tmp_path):
         [("mae", 0), ("supervised", 0), ("mae", 1), ("supervised", 1)]
     assert all(r["batched_finetune"] == {"seeds": [0, 1]} for r in b)
     assert [r["accuracy"] for r in b] == [r["accuracy"] for r in u]
+
+
+def test_batched_seeds_run_the_semi_stage_of_each_as_one_at_a_time_does(tmp_path):
+    def cfg(seed):
+        c = tiny(seed, "supervised")
+        c.semi.enabled, c.semi.kind, c.semi.epochs, c.semi.batch_size = True, "fixmatch", 1, 16
+        return c
+
+    dirs = [tmp_path / "batched" / f"seed{s}" for s in (0, 1)]
+    got = run_experiments_batched([cfg(0), cfg(1)], dirs, quiet=True)
+    for s, metrics in zip((0, 1), got):
+        alone = run_experiment(cfg(s), tmp_path / "alone" / f"seed{s}", quiet=True)
+        assert metrics["semi"]["kind"] == "fixmatch" and metrics["semi"]["unlabelled_images"] == 30
+        assert metrics["semi"]["accuracy"] == alone["semi"]["accuracy"]
+        assert metrics["accuracy"] == alone["accuracy"]
+        assert metrics["wall_time_s"]["total"] >= metrics["wall_time_s"]["semi"] > 0
+        phases = [json.loads(line)["phase"] for line in (dirs[s] / "log.jsonl").read_text().splitlines()]
+        assert phases[-1] == "semi"
+
+
+def test_reproduce_batches_seeds_with_the_semi_stage_too(tmp_path):
+    from mnist_ssl.experiment.reproduce import reproduce
+
+    cfg = tiny(0, "supervised")
+    cfg.semi.enabled, cfg.semi.epochs, cfg.semi.batch_size = True, 1, 16
+    runs = reproduce({"supervised": cfg}, tmp_path, seeds=2, baselines=False, quiet=True, report=False)["runs"]
+    assert [r["batched_finetune"] for r in runs] == [{"seeds": [0, 1]}] * 2
+    assert all(r["semi"]["kind"] == "distill" for r in runs)

@@ -293,20 +293,6 @@ class RunConfigBase:
         return from_dict(cls, d, "")
 
 
-def __getattr__(name: str):
-    """``mnist_ssl.config.RunConfig`` and the method sections for callers not yet moved to
-    ``mnist_ssl.objectives.registry`` / the method modules (engine/resume.py, scripts/):
-    a lazy import, so that this module itself depends on nothing above it. Remove once
-    they import from the registry."""
-    moved = {"RunConfig": "registry", "MAEConfig": "mae", "InfoNCEConfig": "infonce",
-             "MAEInfoNCEConfig": "mae_infonce", "VideoMAEConfig": "videomae"}
-    if name in moved:
-        import importlib
-
-        return getattr(importlib.import_module(f"mnist_ssl.objectives.{moved[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ----- generic dataclass <-> dict helpers -----------------------------------
 def from_dict(cls: type, d: Any, where: str) -> Any:
     """Build dataclass ``cls`` from a plain dict, refusing unknown keys and wrong types."""

@@ -101,7 +101,7 @@ def default_jobs(configs: dict[str, RunConfig], seeds: int) -> int:
     if resolve_device(any_cfg.device).type != "cpu":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    batched = seeds > 1 and any_cfg.run.batch_models and not any_cfg.semi.enabled
+    batched = seeds > 1 and any_cfg.run.batch_models
     # A batched group pretrains its seeds one per worker (_batched): they are items of their own.
     items = sum(seeds if not batched or get_method(m).build is not None else 1 for m in configs)
     return max(1, min(cores // max(1, any_cfg.threads), items))
@@ -146,10 +146,7 @@ def _batched(plan: list, configs: dict[str, RunConfig], n_train: int, jobs: int)
     items, grouped = [], set()
     for method in configs:
         tasks = [t for t in plan if isinstance(t, RunTask) and t.method == method]
-        # The semi-supervised stage runs after each run's own fine-tuning (experiment/run.py), so such
-        # runs go one at a time.
-        if (len(tasks) > 1 and tasks[0].cfg.run.batch_models and not tasks[0].cfg.semi.enabled
-                and why_not_batched([t.cfg for t in tasks]) is None):
+        if len(tasks) > 1 and tasks[0].cfg.run.batch_models and why_not_batched([t.cfg for t in tasks]) is None:
             pretrains = []
             if jobs > 1 and get_method(method).build is not None:
                 pretrains = [PretrainTask(t, t.steps - _steps(t.cfg, n_train, False)) for t in tasks]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -35,46 +35,87 @@ def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
     the end of the last completed epoch (``resume.json``), if there is one; the
     result is bit-identical to an uninterrupted run on the CPU.
     """
+    opened = open_run(cfg, run_dir, resume=resume, data=data, encoder_given=encoder is not None)
+    kw = dict(quiet=quiet, progress=progress, stop_requested=stop_requested)
+    if encoder is None:
+        encoder = _pretrained_encoder(cfg, opened.run, opened.data, opened.start, opened.times, **kw)
+    frozen = opened.frozen_evaluations(encoder)
+    t0 = time.perf_counter()
+    classifier = ViTClassifier(encoder, len(opened.data.classes)).to(opened.data.train_images.device)
+    stages.finetune(cfg, cfg.finetune, classifier, opened.data.train_images, opened.data.train_targets, cfg.seed,
+                    callbacks=stages.run_callbacks(cfg, opened.run.log, "Train Loss", quiet, progress),
+                    stop_requested=stop_requested, resume=opened.finetune_state())
+    opened.times["finetune"] = time.perf_counter() - t0
+    return finish_run(opened, classifier, frozen, **kw)
+
+
+@dataclass
+class OpenRun:
+    """A run between its start and its end: its folder, where ``--resume`` continues it, its data
+    and the seconds of each stage so far (``frozen_s``: the frozen evaluations, counted as "eval")."""
+
+    cfg: RunConfig
+    run: RunDir
+    start: RunStart
+    data: RunData
+    t_start: float
+    times: dict = field(default_factory=dict)
+    frozen_s: float = 0.0
+
+    def finetune_state(self) -> dict | None:
+        """The saved fine-tuning state to continue from, if the run stopped while fine-tuning."""
+        saved = self.start.state
+        return saved if saved is not None and saved["meta"]["phase"] == "finetune" else None
+
+    def frozen_evaluations(self, encoder: ViTEncoder) -> dict:
+        """The frozen probe and kNN of ``encoder`` (and of the random initialisation), timed."""
+        t0 = time.perf_counter()
+        frozen = stages.frozen(self.cfg, encoder, self.data, self.run.features)
+        self.frozen_s += time.perf_counter() - t0
+        return frozen
+
+
+def open_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool, data: RunData | None = None,
+             encoder_given: bool = False) -> OpenRun:
+    """A run's start: its folder and config.json, the state ``resume`` continues from (a damaged
+    one is redone from what is good), the seeded RNG and its data."""
     cfg.validate()
     run = RunDir(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     device = setup(cfg)
-    start = _start_point(cfg, run, encoder_given=encoder is not None) if resume else RunStart()
-    saved = start.state
+    start = _start_point(cfg, run, encoder_given=encoder_given) if resume else RunStart()
     seed_everything(cfg.seed)
     t_start = time.perf_counter()
     data = data if data is not None else prepare_data(cfg, device)
     atomic_write_text(run.config, cfg.to_json())
     _start_log(run, start)
-    times: dict[str, float] = {}
-    kw = dict(quiet=quiet, progress=progress, stop_requested=stop_requested)
-    if encoder is None:
-        encoder = _pretrained_encoder(cfg, run, data, start, times, **kw)
-    t0 = time.perf_counter()
-    frozen = stages.frozen(cfg, encoder, data, run.features)
-    frozen_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    classifier = ViTClassifier(encoder, len(data.classes)).to(data.train_images.device)
-    stages.finetune(cfg, cfg.finetune, classifier, data.train_images, data.train_targets, cfg.seed,
-                    callbacks=stages.run_callbacks(cfg, run.log, "Train Loss", quiet, progress),
-                    stop_requested=stop_requested,
-                    resume=saved if saved is not None and saved["meta"]["phase"] == "finetune" else None)
-    times["finetune"] = time.perf_counter() - t0
+    return OpenRun(cfg, run, start, data, t_start)
+
+
+def finish_run(opened: OpenRun, classifier: ViTClassifier, frozen: dict, *, quiet: bool, progress,
+               stop_requested: Callable[[], bool], shared_steps: bool = False, extra: dict | None = None) -> dict:
+    """A fine-tuned run's end: its checkpoint, test, predictions and TTA, the semi-supervised stage
+    (``semi.enabled``), then metrics.json and the run's figures. The run's total seconds are those
+    since :func:`open_run`, or with ``shared_steps`` (its fine-tuning shared with other runs, which
+    ran in between) the sum of its stages. ``extra``: keys added to its metrics. -> the metrics."""
+    cfg, run, data, times = opened.cfg, opened.run, opened.data, opened.times
     ckpt = stages.save_finetuned(cfg, classifier, run.finetuned, data.classes)
     t0 = time.perf_counter()
     metrics, probs = stages.evaluate(classifier, data.test_images, data.test_targets, data.classes)
     stages.save_predictions(run.predictions, probs, data.test_targets, data.test_images)
     tta = stages.tta(cfg, classifier, data.test_images, data.test_targets)
-    times["eval"] = time.perf_counter() - t0 + frozen_time
+    times["eval"] = time.perf_counter() - t0 + opened.frozen_s
     semi = _semi(cfg, run, classifier, data, times, quiet=quiet, progress=progress,
                  stop_requested=stop_requested) if cfg.semi.enabled else None
-    times["total"] = time.perf_counter() - t_start
+    times["total"] = (sum(v for k, v in times.items() if k != "total") if shared_steps
+                      else time.perf_counter() - opened.t_start)
     recon = stages.load_reconstruction_check(run.reconstruction)
     metrics = {"method": cfg.method, "seed": cfg.seed, **metrics, **stages.class_names(cfg, data.classes),
                **frozen, "tta": tta,
                **({"reconstruction": recon} if recon is not None else {}),
                **({"semi": semi} if semi is not None else {}),
-               "checkpoint": str(ckpt), "wall_time_s": {k: round(v, 3) for k, v in times.items()}}
+               "checkpoint": str(ckpt), "wall_time_s": {k: round(v, 3) for k, v in times.items()},
+               **(extra or {})}
     _finish(cfg, run, metrics, data.classes, quiet, progress)
     return metrics
 
