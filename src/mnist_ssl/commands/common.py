@@ -58,6 +58,14 @@ def methods_help() -> str:
     return ", ".join(method_names())
 
 
+def default_methods_help() -> str:
+    """The default --methods, in words: every method, less those not yet in the default job."""
+    from mnist_ssl.objectives.registry import default_methods
+
+    left_out = [m for m in method_names() if m not in default_methods()]
+    return "all" if not left_out else "all but " + ", ".join(left_out)
+
+
 def parse_methods(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from mnist_ssl.commands.common import (add_data_args, add_run_args, build_config, command_line, held,
-                                       methods_help, parse_count, parse_methods, prepare_out_dir)
+from mnist_ssl.commands.common import (add_data_args, add_run_args, build_config, command_line,
+                                       default_methods_help, held, methods_help, parse_count, parse_methods,
+                                       prepare_out_dir)
 from mnist_ssl.errors import ConfigError
-from mnist_ssl.objectives.registry import method_names
+from mnist_ssl.objectives.registry import default_methods
 
 SMALL_LABEL_BUDGET = 10  # budgets up to this many labels per class get 3 seeds by default
 
@@ -17,8 +18,9 @@ def add_parser(sub) -> None:
                        description="Pretrain each method once on every training image without labels, then "
                                    "fine-tune and linear-probe with k labelled images per class "
                                    "(src/mnist_ssl/experiment/label_efficiency.py tells the protocol).")
-    p.add_argument("--methods", default=",".join(method_names()),
-                   help=f"comma-separated, from: {methods_help()} (supervised = no pretraining)")
+    p.add_argument("--methods", default=",".join(default_methods()),
+                   help=f"comma-separated, from: {methods_help()} (supervised = no pretraining; default: "
+                        f"{default_methods_help()})")
     p.add_argument("--labels", default="1,5,10,100,all", metavar="K,...",
                    help="labelled images per class (default 1,5,10,100,all)")
     p.add_argument("--seeds", default=None, metavar="N,...",

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from mnist_ssl.commands.common import (add_data_args, add_run_args, build_config, command_line, methods_help,
-                                       parse_methods, prepare_out_dir)
+from mnist_ssl.commands.common import (add_data_args, add_run_args, build_config, command_line,
+                                       default_methods_help, methods_help, parse_methods, prepare_out_dir)
 from mnist_ssl.errors import ConfigError
-from mnist_ssl.objectives.registry import method_names
+from mnist_ssl.objectives.registry import default_methods
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("reproduce", help="run methods x seeds end to end, with baselines and a report",
                        description="Pretrain, fine-tune and evaluate each method for each seed, "
                                    "beside raw-pixel baselines; write metrics.json and report.md/html.")
-    p.add_argument("--methods", default=",".join(method_names()),
-                   help=f"comma-separated, from: {methods_help()} (default: all)")
+    p.add_argument("--methods", default=",".join(default_methods()),
+                   help=f"comma-separated, from: {methods_help()} (default: {default_methods_help()})")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (paired samples), default 1")
     p.add_argument("--first-seed", type=int, default=0, metavar="K",
                    help="seeds K, K+1, ... instead of 0, 1, ... (default 0), e.g. report seeds that no "

@@ -84,18 +84,27 @@ class ViTEncoder(nn.Module):
         return x[:, :, 0] if c.frames == 1 else x
 
     # ----- encoding ------------------------------------------------------
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch tokens with position embedding, no CLS: (B, N, D). x holds pixels in [0, 1]."""
-        x = (self.as_clip(x) - self.cfg.pixel_mean) / self.cfg.pixel_std
-        return self.patch_embed(x) + self.pos_embed()
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+               mask_token: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch tokens with position embedding, no CLS: (B, N, D). x holds pixels in [0, 1].
 
-    def encode(self, x: torch.Tensor, keep_idx: torch.Tensor | None = None) -> torch.Tensor:
+        mask: optional (B, N) bool; the embeddings of its True patches are replaced by
+        ``mask_token`` (D,) before the positions are added (BEiT's and iBOT's masked input)."""
+        x = (self.as_clip(x) - self.cfg.pixel_mean) / self.cfg.pixel_std
+        emb = self.patch_embed(x)
+        if mask is not None:
+            emb = torch.where(mask.unsqueeze(-1), mask_token.to(emb.dtype), emb)
+        return emb + self.pos_embed()
+
+    def encode(self, x: torch.Tensor, keep_idx: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+               mask_token: torch.Tensor | None = None) -> torch.Tensor:
         """Encode images or clips; returns (B, 1 + N_kept, D), CLS first, after the final norm.
 
         keep_idx: optional (B, N_kept) long tensor of patch indices to keep
         (the MAE paper's visible tokens); the others are never seen by the encoder.
+        mask, mask_token: patches whose embedding is a learned token instead (:meth:`tokens`).
         """
-        tokens = self.tokens(x)
+        tokens = self.tokens(x, mask, mask_token)
         if keep_idx is not None:
             tokens = torch.gather(tokens, 1, keep_idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)

@@ -264,7 +264,7 @@ class DINO(Objective):
         self.cfg = cfg
         self.views = cfg.global_crops + cfg.local_crops
         self.encoder = encoder
-        self.head = DINOHead(encoder.dim, cfg)
+        self.head = self.make_head(encoder.dim, cfg)
         self.teacher_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
@@ -273,6 +273,10 @@ class DINO(Objective):
         self.register_buffer("total_steps", torch.zeros((), dtype=torch.long))
         self.augment_for_figure = augment_for_figure  # plain attribute: no weights
         self.train()
+
+    def make_head(self, dim: int, cfg: DINOConfig) -> nn.Module:
+        """The student's head (the teacher's is a copy of it)."""
+        return DINOHead(dim, cfg)
 
     def train(self, mode: bool = True) -> "DINO":
         # The teacher never trains: no dropout in its targets. Its head's BatchNorm normalises
@@ -317,14 +321,17 @@ class DINO(Objective):
 
     def forward_student(self, globals_: list[torch.Tensor], locals_: list[torch.Tensor]) -> list[torch.Tensor]:
         """One (B, out_dim) score tensor per crop, globals first."""
-        c = self.cfg
-        if c.local_mode == "resize" or not locals_:
+        if self.cfg.local_mode == "resize" or not locals_:
             h = self.encoder(torch.cat(globals_ + locals_))
         else:
             x_local = torch.cat(locals_)
-            keep = window_indices(x_local.shape[0], self.encoder.cfg.grid, c.local_window, x_local.device)
+            keep = self.window(x_local)
             h = torch.cat([self.encoder(torch.cat(globals_)), self.encoder.encode(x_local, keep)[:, 0]])
         return list(self.head(h).chunk(len(globals_) + len(locals_)))
+
+    def window(self, x_local: torch.Tensor) -> torch.Tensor:
+        """The token indices a "window" local crop keeps: one random window of patches per image."""
+        return window_indices(x_local.shape[0], self.encoder.cfg.grid, self.cfg.local_window, x_local.device)
 
     @torch.no_grad()
     def forward_teacher(self, globals_: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from mnist_ssl.config import EvalConfig, RunConfigBase
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.evaluation.semi_config import SemiConfig
-from mnist_ssl.objectives import dino, infonce, mae, mae_infonce, videomae
+from mnist_ssl.objectives import dino, ibot, infonce, mae, mae_infonce, videomae
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class MethodSpec:
     document_accuracy: float | None = None  # percent, as the source document reports it
     preset: dict = field(default_factory=dict)
     figure: str | None = None  # "reconstruction" or "views": the figure its pretraining writes
+    # Whether `reproduce` and `label-efficiency` run it when --methods is not given: a method
+    # joins the default job once measurement shows it adds something (docs/results.md).
+    in_default_job: bool = True
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -50,6 +53,8 @@ METHODS: dict[str, MethodSpec] = {
                    videomae.VideoMAEConfig, 98.00, figure="reconstruction", preset=videomae.PRESET),
         MethodSpec("dino", dino.build, "self-distillation, student and EMA teacher on global and local crops "
                    "(Caron et al. 2021)", "dino", dino.DINOConfig, None, figure="views", preset=dino.PRESET),
+        MethodSpec("ibot", ibot.build, "DINO plus masked patch self-distillation (iBOT, Zhou et al. 2022)", "ibot",
+                   ibot.IBOTConfig, None, figure="views", preset=ibot.PRESET, in_default_job=False),
         MethodSpec("supervised", None, "the same ViT trained from scratch, no pretraining"),
     ]
 }
@@ -57,6 +62,11 @@ METHODS: dict[str, MethodSpec] = {
 
 def method_names() -> list[str]:
     return list(METHODS)
+
+
+def default_methods() -> list[str]:
+    """The methods a job runs when none are named (``in_default_job``)."""
+    return [name for name, spec in METHODS.items() if spec.in_default_job]
 
 
 def pretrained_methods() -> list[str]:
