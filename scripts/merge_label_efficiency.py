@@ -1,0 +1,105 @@
+"""One label-efficiency table from the results.json of several runs of the same protocol.
+
+    python scripts/merge_label_efficiency.py OUT.json RESULTS.json RESULTS.json ... [--table OUT.md]
+
+Two processes (one per core) or two sessions that ran other methods with the same data, test
+sample, label budgets, seeds and fine-tuning budget give rows that are paired (the same
+labelled images per k and seed). This checks that the protocol is the same, refuses a row or
+baseline that two inputs give with different numbers, and writes the union with its summary,
+margins and printed table, as `mnist-ssl label-efficiency` writes its own. Each input's command
+and wall time are kept under "merged_from".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# The settings that make two results' rows comparable (paired by k and seed).
+PROTOCOL = ("schema", "data", "classes", "pool_images", "test_images", "labels_per_class", "seeds", "first_seed",
+            "finetune_steps", "finetune_min_epochs")
+
+
+class MergeError(Exception):
+    pass
+
+
+def _union(key_of, parts: list[tuple[str, list[dict]]], what: str) -> list[dict]:
+    seen: dict = {}
+    for name, rows in parts:
+        for row in rows:
+            key = key_of(row)
+            if key in seen and _numbers(seen[key][1]) != _numbers(row):
+                raise MergeError(f"{name} and {seen[key][0]} give different {what} for {key}")
+            seen.setdefault(key, (name, row))
+    return [row for _, row in seen.values()]
+
+
+def _numbers(row: dict) -> dict:
+    """A row without its timing (the same row made twice takes another number of seconds)."""
+    return {k: v for k, v in row.items() if k != "time_s"}
+
+
+def merge(results: list[tuple[str, dict]]) -> dict:
+    from mnist_ssl.report.label_efficiency import margins, summarise, summarise_baselines
+
+    first_name, first = results[0]
+    for name, r in results:
+        if "rows" not in r or r.get("schema") != "mnist-ssl/label-efficiency/v1":
+            raise MergeError(f"{name} is not a label-efficiency results.json")
+        for key in PROTOCOL:
+            if r.get(key) != first.get(key):
+                raise MergeError(f"{name} has {key}={json.dumps(r.get(key))}, {first_name} "
+                                 f"{json.dumps(first.get(key))}: their rows are not paired")
+    pretrain: dict = {}
+    for name, r in results:
+        for method, p in r.get("pretrain", {}).items():
+            if method in pretrain and pretrain[method] != p:
+                raise MergeError(f"{name} pretrained {method} otherwise than another input")
+            pretrain[method] = p
+    out = {key: first.get(key) for key in PROTOCOL}
+    out.update(source=first.get("source"), threads=first.get("threads"), pretrain=pretrain)
+    out["rows"] = _union(lambda r: (r["method"], r["k"], r["seed"]), [(n, r["rows"]) for n, r in results], "rows")
+    out["baselines"] = _union(lambda r: (r["method"], r["k"], r["seed"]),
+                              [(n, r.get("baselines", [])) for n, r in results], "baselines")
+    out["merged_from"] = [{"file": n, "command": r.get("command"), "wall_time_s": r.get("wall_time_s")}
+                          for n, r in results]
+    out["summary"] = summarise(out["rows"])
+    out["baseline_summary"] = summarise_baselines(out["baselines"])
+    out["margins_at_10"] = margins(out["summary"], 10)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", help="the merged results JSON to write")
+    ap.add_argument("inputs", nargs="+", help="label-efficiency results.json files")
+    ap.add_argument("--table", help="also write the printed table (markdown) here")
+    a = ap.parse_args(argv)
+    from mnist_ssl.engine.checkpoint import atomic_write_text
+    from mnist_ssl.experiment.label_efficiency import seeds_note
+    from mnist_ssl.report.label_efficiency import format_table
+
+    try:
+        results = []
+        for name in a.inputs:
+            try:
+                results.append((name, json.loads(Path(name).read_text())))
+            except (OSError, ValueError) as e:
+                raise MergeError(f"{name}: cannot read it as JSON ({e.__class__.__name__})") from None
+        merged = merge(results)
+    except MergeError as e:
+        print(f"merge_label_efficiency: {e}", file=sys.stderr)
+        return 2
+    atomic_write_text(Path(a.out), json.dumps(merged, indent=2) + "\n")
+    table = format_table(merged) + "\n" + seeds_note(merged)
+    if a.table:
+        atomic_write_text(Path(a.table), table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
