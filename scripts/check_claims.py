@@ -93,7 +93,8 @@ numbers      Figures in prose: the comment stands above a paragraph (several may
              mean, std, min, tta, tta_std, probe, knn, errors (METHOD: test images wrong
              over all seeds); diff, diff_std, wins, ties, losses (METHOD, OTHER: paired
              by seed).
-             Label-efficiency JSON: mean, std, probe (METHOD, K); diff (METHOD, OTHER, K).
+             Label-efficiency JSON: mean, std, probe, knn (frozen weighted kNN), semi (METHOD, K);
+             diff (METHOD, OTHER, K).
              le_pretraining_budget.py JSON: mean, std, probe, margin, vs_svm (METHOD,
              EPOCHS); mean, std (supervised or svm). benchmarks/results JSON of
              bench_reproduce.py: wall(), run_time(), pss_gb(), total(METHOD); of

@@ -181,8 +181,9 @@ def _le_values(data: dict) -> dict[tuple[str, str], dict[str, list[float]]]:
     for row in sorted(data.get("rows", []), key=lambda r: r["seed"]):
         slot = out.setdefault((row["method"], str(row["k"])), {"finetune": [], "probe": []})
         slot["finetune"].append(pct(row["finetune_accuracy"]))
-        if row.get("probe_accuracy") is not None:
-            slot["probe"].append(pct(row["probe_accuracy"]))
+        for part, field in (("probe", "probe_accuracy"), ("knn", "knn_accuracy"), ("semi", "semi_accuracy")):
+            if row.get(field) is not None:
+                slot.setdefault(part, []).append(pct(row[field]))
     for row in sorted(data.get("baselines", []), key=lambda r: r["seed"]):
         slot = out.setdefault((row["method"], str(row["k"])), {"finetune": [], "probe": []})
         slot["finetune"].append(pct(row["accuracy"]))
@@ -569,7 +570,7 @@ def _numbers_label_efficiency(data: dict, where: str, rel: str) -> Callable[[str
     values = _le_values(data)
 
     def get(method: str, k: str, what: str = "finetune") -> list[float]:
-        if (method, k) not in values or not values[(method, k)][what]:
+        if (method, k) not in values or not values[(method, k)].get(what):
             raise BadInput(f"{where}: {rel} has no {method} rows at k={k}")
         return values[(method, k)][what]
 
@@ -577,8 +578,8 @@ def _numbers_label_efficiency(data: dict, where: str, rel: str) -> Callable[[str
         if name == "diff" and len(args) == 3:
             a, b = get(args[0], args[2]), get(args[1], args[2])
             return statistics.fmean(x - y for x, y in zip(a, b))
-        if name in ("mean", "std", "probe") and len(args) == 2:
-            series = get(args[0], args[1], "probe" if name == "probe" else "finetune")
+        if name in ("mean", "std", "probe", "knn", "semi") and len(args) == 2:
+            series = get(args[0], args[1], name if name in ("probe", "knn", "semi") else "finetune")
             return statistics.stdev(series) if name == "std" else statistics.fmean(series)
         raise KeyError(name)
 

@@ -92,6 +92,15 @@ def test_end_to_end_and_resume(tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == res["rows"]
     assert (out / "pretrained" / "mae.safetensors").stat().st_mtime_ns == before
+    # Rows made before the frozen kNN was measured get it on --resume, the number a fresh row has.
+    assert all(0 <= r["knn_accuracy"] <= 1 for r in res["rows"])
+    assert "| mae, frozen kNN |" in printed
+    old = json.loads((out / "results.json").read_text())
+    for r in old["rows"]:
+        del r["knn_accuracy"]
+    (out / "results.json").write_text(json.dumps(old))
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["rows"] == res["rows"]
     # A --resume that would mix settings is one line, and changes nothing.
     kept = (out / "results.json").read_bytes()
     capsys.readouterr()

@@ -403,8 +403,9 @@ class _Job:
             todo = []
             for s in budget_seeds(n_seeds, self.first_seed):
                 key = (method, "all" if k is None else k, s)
-                if key in self.done:
-                    self.result["rows"].append(self.done[key])
+                kept = self.done.get(key)
+                if kept is not None and "knn_accuracy" in kept:
+                    self.result["rows"].append(kept)
                     continue
                 idx = labelled_subset(self.pool.labels, k, s)
                 if get_method(method).build is None:  # from scratch: a fresh encoder per seed
@@ -416,12 +417,23 @@ class _Job:
                     if feats is None:
                         feats, feats_test = extract_features(encoder, self.pool_x), extract_features(encoder, self.test_x)
                     f_tr, f_te = feats[idx], feats_test
+                if kept is not None:  # a row made before the frozen kNN was measured gets it now
+                    kept["knn_accuracy"] = self.frozen_knn(f_tr, idx, f_te)
+                    self.result["rows"].append(kept)
+                    continue
                 todo.append((key, idx, enc, f_tr, f_te))
             if self._batchable(cfg, todo):
                 self.rows_batched(method, cfg, todo)
             else:
                 for key, idx, enc, f_tr, f_te in todo:
                     self.row(method, cfg, key, idx, enc, f_tr, f_te)
+
+    def frozen_knn(self, f_tr, idx: np.ndarray, f_te) -> float:
+        """The field's weighted kNN (k=20 cosine neighbours voting exp(cos / 0.07), all of them when
+        fewer are labelled) on the frozen features: beside the probe, the check that needs no fit."""
+        from mnist_ssl.evaluation.probe import knn_weighted_eval
+
+        return knn_weighted_eval(f_tr, self.pool.labels[idx], f_te, self.test_y)["accuracy"]
 
     def _batchable(self, cfg: RunConfig, todo: list) -> bool:
         """Whether a budget's seeds fine-tune as one batched model (``run.batch_models``, the default).
@@ -470,6 +482,7 @@ class _Job:
                                      C=cfg.eval.probe_c)["accuracy"]
                 row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(p["idx"])),
                        "finetune_accuracy": test_accuracy(p["classifier"], pool), "probe_accuracy": probe,
+                       "knn_accuracy": self.frozen_knn(p["f_tr"], p["idx"], p["f_te"]),
                        "finetune_epochs": ft.epochs, "batched_finetune": {"seeds": seeds}}
                 self._finish_row(method, cfg, row, p["classifier"], p["images"], p["y"], p["enc"],
                                  [] if board is None else [board], t1 - share)
@@ -512,7 +525,8 @@ class _Job:
         acc, epochs = finetune_and_test(cfg, enc, images, y, pool, s, self.steps, self.min_epochs,
                                         stop_requested=self.stop_requested, keep=finetuned, callbacks=callbacks)
         row = {"method": method, "k": key[1], "seed": s, "n_labelled": int(len(idx)),
-               "finetune_accuracy": acc, "probe_accuracy": probe, "finetune_epochs": epochs}
+               "finetune_accuracy": acc, "probe_accuracy": probe, "knn_accuracy": self.frozen_knn(f_tr, idx, f_te),
+               "finetune_epochs": epochs}
         return self._finish_row(method, cfg, row, finetuned[0], images, y, enc, callbacks, t1)
 
     def _finish_row(self, method: str, cfg: RunConfig, row: dict, finetuned: ViTClassifier, images: torch.Tensor,

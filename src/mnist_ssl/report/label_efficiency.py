@@ -15,9 +15,11 @@ def summarise(rows: list[dict]) -> dict:
         cell["probe"].append(r["probe_accuracy"])
         if "semi_accuracy" in r:  # rows with the semi-supervised stage
             cell.setdefault("semi", []).append(r["semi_accuracy"])
+        if "knn_accuracy" in r:  # rows made since the frozen kNN is measured
+            cell.setdefault("knn", []).append(r["knn_accuracy"])
     for cells in out.values():
         for k, cell in cells.items():
-            for part in [p for p in ("finetune", "probe", "semi") if p in cell]:
+            for part in [p for p in ("finetune", "probe", "knn", "semi") if p in cell]:
                 s = summary(cell[part])
                 cell[part] = {"mean": s["mean"], "std": s["std"] if s["n"] > 1 else 0.0, "n": s["n"]}
     return out
@@ -81,6 +83,11 @@ def format_table(result: dict) -> str:
             f, p = c["finetune"], c["probe"]
             row.append(f"{100 * f['mean']:.1f} ± {100 * f['std']:.1f} ({100 * p['mean']:.1f}) n={f['n']}")
         lines.append(f"| {m} | " + " | ".join(row) + " |")
+        if any("knn" in c for c in cells.values()):  # the frozen features' weighted kNN: its own row
+            knn = [("-" if "knn" not in cells.get(k, {}) else
+                    f"{100 * cells[k]['knn']['mean']:.1f} ± {100 * cells[k]['knn']['std']:.1f} "
+                    f"n={cells[k]['knn']['n']}") for k in ks]
+            lines.append(f"| {m}, frozen kNN | " + " | ".join(knn) + " |")
         if any("semi" in c for c in cells.values()):  # the semi-supervised stage: its own row
             semi = [("-" if "semi" not in cells.get(k, {}) else
                      f"{100 * cells[k]['semi']['mean']:.1f} ± {100 * cells[k]['semi']['std']:.1f} "
