@@ -17,9 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-# The settings that make two results' rows comparable (paired by k and seed).
-PROTOCOL = ("schema", "data", "classes", "pool_images", "test_images", "labels_per_class", "seeds", "first_seed",
-            "finetune_steps", "finetune_min_epochs")
+# The settings that make two results' rows comparable (paired by k and seed). The label budgets
+# and seed counts may differ: a row depends only on its method, k and seed.
+PROTOCOL = ("schema", "data", "classes", "pool_images", "test_images", "first_seed", "finetune_steps",
+            "finetune_min_epochs")
 
 
 class MergeError(Exception):
@@ -27,19 +28,22 @@ class MergeError(Exception):
 
 
 def _union(key_of, parts: list[tuple[str, list[dict]]], what: str) -> list[dict]:
+    """The rows of every part, once each. The same row in two parts must agree on every number
+    both hold (its seconds aside: a row made twice takes another time); a measurement one of
+    them adds (a row that --resume completed, e.g. with its frozen kNN) is kept."""
     seen: dict = {}
     for name, rows in parts:
         for row in rows:
             key = key_of(row)
-            if key in seen and _numbers(seen[key][1]) != _numbers(row):
-                raise MergeError(f"{name} and {seen[key][0]} give different {what} for {key}")
-            seen.setdefault(key, (name, row))
+            if key not in seen:
+                seen[key] = (name, dict(row))
+                continue
+            first_name, kept = seen[key]
+            shared = (set(kept) & set(row)) - {"time_s"}
+            if any(kept[f] != row[f] for f in shared):
+                raise MergeError(f"{name} and {first_name} give different {what} for {key}")
+            kept.update({f: v for f, v in row.items() if f not in kept})
     return [row for _, row in seen.values()]
-
-
-def _numbers(row: dict) -> dict:
-    """A row without its timing (the same row made twice takes another number of seconds)."""
-    return {k: v for k, v in row.items() if k != "time_s"}
 
 
 def merge(results: list[tuple[str, dict]]) -> dict:
@@ -60,6 +64,12 @@ def merge(results: list[tuple[str, dict]]) -> dict:
                 raise MergeError(f"{name} pretrained {method} otherwise than another input")
             pretrain[method] = p
     out = {key: first.get(key) for key in PROTOCOL}
+    budgets: dict = {}  # k -> the most seeds any input ran
+    for _, r in results:
+        for k, n in zip(r["labels_per_class"], r["seeds"]):
+            budgets[k] = max(n, budgets.get(k, 0))
+    ks = sorted(budgets, key=lambda k: (not isinstance(k, int), k if isinstance(k, int) else 0))  # "all" last
+    out["labels_per_class"], out["seeds"] = ks, [budgets[k] for k in ks]
     out.update(source=first.get("source"), threads=first.get("threads"), pretrain=pretrain)
     out["rows"] = _union(lambda r: (r["method"], r["k"], r["seed"]), [(n, r["rows"]) for n, r in results], "rows")
     out["baselines"] = _union(lambda r: (r["method"], r["k"], r["seed"]),

@@ -100,7 +100,10 @@ def test_end_to_end_and_resume(tmp_path, capsys):
         del r["knn_accuracy"]
     (out / "results.json").write_text(json.dumps(old))
     assert main(args + ["--resume"]) == 0
-    assert json.loads((out / "results.json").read_text())["rows"] == res["rows"]
+    filled = json.loads((out / "results.json").read_text())
+    assert filled["rows"] == res["rows"]
+    # each command's seconds: the resumes' own, and the commands' before them kept
+    assert filled["wall_time_s"]["earlier_commands_total"] >= res["wall_time_s"]["total"] > 0
     # A --resume that would mix settings is one line, and changes nothing.
     kept = (out / "results.json").read_bytes()
     capsys.readouterr()

@@ -31,6 +31,14 @@ def test_merges_paired_runs_into_one_table(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(_result(["infonce", "supervised"])))
     b.write_text(json.dumps(_result(["mae"], accuracy=0.9, baselines=False)))
+    c = tmp_path / "c.json"  # another budget of the same protocol: its rows join the table
+    more = _result(["mae"], accuracy=0.5, baselines=False, labels_per_class=[1], seeds=[2])
+    for row in more["rows"]:
+        row["k"] = 1
+    c.write_text(json.dumps(more))
+    assert _run(tmp_path / "three.json", a, b, c).returncode == 0
+    three = json.loads((tmp_path / "three.json").read_text())
+    assert three["labels_per_class"] == [1, 10] and three["seeds"] == [2, 2] and len(three["rows"]) == 8
     out = tmp_path / "merged.json"
     done = _run(out, a, b, "--table", tmp_path / "merged.md")
     assert done.returncode == 0, done.stderr
@@ -40,6 +48,7 @@ def test_merges_paired_runs_into_one_table(tmp_path):
     assert abs(merged["summary"]["mae"]["10"]["finetune"]["mean"] - 0.935) < 1e-9
     assert abs(merged["margins_at_10"]["mae"] - 0.1) < 1e-9
     assert [m["file"] for m in merged["merged_from"]] == [str(a), str(b)]
+    assert merged["labels_per_class"] == [10] and merged["seeds"] == [2]
     table = (tmp_path / "merged.md").read_text()
     assert "| mae | 93.5 ± 0.7 (50.0) n=2 |" in table and "RBF SVM, raw pixels" in table
 
@@ -59,3 +68,10 @@ def test_refuses_rows_that_are_not_paired_or_that_disagree(tmp_path):
     again["rows"][0]["time_s"] = 99.0
     b.write_text(json.dumps(again))
     assert _run(tmp_path / "out.json", a, b).returncode == 0
+    # a row that a --resume completed with a measurement (its frozen kNN) is the same row, completed
+    completed = _result(["mae"])
+    for row in completed["rows"]:
+        row["knn_accuracy"] = 0.9
+    b.write_text(json.dumps(completed))
+    assert _run(tmp_path / "out.json", a, b).returncode == 0
+    assert all(r["knn_accuracy"] == 0.9 for r in json.loads((tmp_path / "out.json").read_text())["rows"])

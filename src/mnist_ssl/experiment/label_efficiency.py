@@ -304,8 +304,12 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
         result["baselines"] = _baseline_rows(pool, job.pool_x.cpu(), job.test_x.cpu(), job.test_y, labels, seeds,
                                              first_seed)
         result["wall_time_s"]["baselines"] = round(time.perf_counter() - t0, 1)
-    result["wall_time_s"]["total"] = round(time.perf_counter() - job.t0, 1)
-    for k, v in previous.get("wall_time_s", {}).items():  # earlier commands' times, for the methods they ran
+    result["wall_time_s"]["total"] = round(time.perf_counter() - job.t0, 1)  # this command's
+    earlier = previous.get("wall_time_s", {})
+    if "total" in earlier:  # a --resume: what the commands before it took is kept beside its own
+        result["wall_time_s"]["earlier_commands_total"] = round(
+            earlier["total"] + earlier.get("earlier_commands_total", 0.0), 1)
+    for k, v in earlier.items():  # earlier commands' times, for the methods they ran
         result["wall_time_s"].setdefault(k, v)
     _write_summaries(result, pool, folder)
     return result
