@@ -9,7 +9,7 @@ Two parts, each saving its JSON under benchmarks/results/:
 
 ``profile`` runs ``reproduce`` for one method and one seed (baselines and report included)
 with the default recipe except the epoch counts (``--pretrain-epochs`` / ``--finetune-epochs``,
-default 3 and 10 of 15 and 100), under cProfile, and reads the cumulative time of the stages;
+default 3 and 10 of the method's defaults, e.g. MAE's 300 and 100), under cProfile, and reads the cumulative time of the stages;
 the training stages are scaled to the default epoch counts (the other stages do not depend on
 them). A second, unprofiled run of the same command gives the wall times the profiler inflates.
 Process start is timed apart: a fresh interpreter importing what a run imports.
@@ -73,11 +73,15 @@ def _cumulative(stats: pstats.Stats, where: tuple[str, str]) -> float:
     return sum(v[3] for (f, _, fn), v in stats.stats.items() if fn == name and f.endswith(suffix))
 
 
+def _default_config(method: str, extra: list[str] = ()):
+    """The method's RunConfig as `mnist-ssl reproduce` builds it (its preset: MAE drops patches)."""
+    return C.run_config("mae-drop" if method == "mae" else method, "default", list(extra))
+
+
 def _reproduce_once(method: str, pre: int, ft: int, out: Path, profile: bool):
     from mnist_ssl.experiment.reproduce import reproduce
 
-    cfg = C.run_config("mae-zero" if method == "mae" else method, "default",
-                       [f"pretrain.epochs={pre}", f"finetune.epochs={ft}", "threads=1"])
+    cfg = _default_config(method, [f"pretrain.epochs={pre}", f"finetune.epochs={ft}", "threads=1"])
     profiler = cProfile.Profile() if profile else None
     t0 = time.perf_counter()
     if profiler:
@@ -96,8 +100,7 @@ def _profile_finetune(method: str, epochs: int) -> tuple[dict, float]:
     from mnist_ssl.experiment.runtime import seed_everything
     from mnist_ssl.experiment.stages import finetune
 
-    cfg = C.run_config("mae-zero" if method == "mae" else method, "default",
-                       [f"finetune.epochs={epochs}", "finetune.head_init=zero"])
+    cfg = _default_config(method, [f"finetune.epochs={epochs}", "finetune.head_init=zero"])
     data = prepare_data(cfg, torch.device("cpu"))
     seed_everything(cfg.seed + 1)
     classifier = ViTClassifier(ViTEncoder(cfg.model), len(data.classes))
@@ -139,8 +142,9 @@ def cmd_profile(args) -> None:
                                                  Path(tmp) / "profiled", profile=True)
     stats = pstats.Stats(profiler)
     parts, ft_prof_wall = _profile_finetune(args.method, args.finetune_epochs)
-    pre_scale = 15 / args.pretrain_epochs
-    ft_scale = 100 / args.finetune_epochs
+    default = _default_config(args.method)  # the epochs a default run trains, which the estimate scales to
+    pre_scale = default.pretrain.epochs / args.pretrain_epochs
+    ft_scale = default.finetune.epochs / args.finetune_epochs
     stages = {k: round(_cumulative(stats, w), 3) for k, w in STAGES.items()}
     run_wall = metrics_plain["runs"][0]["wall_time_s"]
     lp_share = stages["lp_ft_head_init"] / max(stages["finetune"], 1e-9)
@@ -166,6 +170,7 @@ def cmd_profile(args) -> None:
         "load_avg_after": C.load(),
         "method": args.method,
         "epochs_run": {"pretrain": args.pretrain_epochs, "finetune": args.finetune_epochs},
+        "epochs_default": {"pretrain": default.pretrain.epochs, "finetune": default.finetune.epochs},
         "process_start": start,
         "wall_s_unprofiled": round(wall_plain, 2),
         "run_wall_time_s_unprofiled": run_wall,
