@@ -304,6 +304,8 @@ def run_label_efficiency(configs: dict[str, RunConfig], out: Path, *, labels: li
         result["baselines"] = _baseline_rows(pool, job.pool_x.cpu(), job.test_x.cpu(), job.test_y, labels, seeds,
                                              first_seed)
         result["wall_time_s"]["baselines"] = round(time.perf_counter() - t0, 1)
+    elif previous.get("baselines"):  # --no-baselines on --resume: the earlier command's are kept, not dropped
+        result["baselines"] = previous["baselines"]
     result["wall_time_s"]["total"] = round(time.perf_counter() - job.t0, 1)  # this command's
     earlier = previous.get("wall_time_s", {})
     if "total" in earlier:  # a --resume: what the commands before it took is kept beside its own
