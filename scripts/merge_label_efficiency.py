@@ -1,6 +1,6 @@
 """One label-efficiency table from the results.json of several runs of the same protocol.
 
-    python scripts/merge_label_efficiency.py OUT.json RESULTS.json RESULTS.json ... [--table OUT.md]
+    python scripts/merge_label_efficiency.py OUT.json RESULTS.json RESULTS.json ... [--table OUT.md] [--figures PREFIX]
 
 Two processes (one per core) or two sessions that ran other methods with the same data, test
 sample, label budgets, seeds and fine-tuning budget give rows that are paired (the same
@@ -87,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="the merged results JSON to write")
     ap.add_argument("inputs", nargs="+", help="label-efficiency results.json files")
     ap.add_argument("--table", help="also write the printed table (markdown) here")
+    ap.add_argument("--figures", metavar="PREFIX", help="also draw PREFIX_accuracy_vs_labels.png and "
+                    "PREFIX_probe_vs_labels.png, as label-efficiency draws its own")
     a = ap.parse_args(argv)
     from mnist_ssl.engine.checkpoint import atomic_write_text
     from mnist_ssl.experiment.label_efficiency import seeds_note
-    from mnist_ssl.report.label_efficiency import format_table
+    from mnist_ssl.report.label_efficiency import format_table, write_plots
 
     try:
         results = []
@@ -107,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     table = format_table(merged) + "\n" + seeds_note(merged)
     if a.table:
         atomic_write_text(Path(a.table), table + "\n")
+    if a.figures:
+        write_plots(merged, merged["pool_images"] // len(merged["classes"]),
+                    {part: f"{a.figures}_{name}" for part, name in
+                     (("finetune", "accuracy_vs_labels.png"), ("probe", "probe_vs_labels.png"))})
     print(table)
     return 0
 
