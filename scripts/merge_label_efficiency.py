@@ -1,6 +1,6 @@
 """One label-efficiency table from the results.json of several runs of the same protocol.
 
-    python scripts/merge_label_efficiency.py OUT.json RESULTS.json RESULTS.json ... [--table OUT.md] [--figures PREFIX]
+    python scripts/merge_label_efficiency.py OUT.json RESULTS.json RESULTS.json ... [--table OUT.md] [--figures DIR]
 
 Two processes (one per core) or two sessions that ran other methods with the same data, test
 sample, label budgets, seeds and fine-tuning budget give rows that are paired (the same
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="the merged results JSON to write")
     ap.add_argument("inputs", nargs="+", help="label-efficiency results.json files")
     ap.add_argument("--table", help="also write the printed table (markdown) here")
-    ap.add_argument("--figures", metavar="PREFIX", help="also draw PREFIX_accuracy_vs_labels.png and "
-                    "PREFIX_probe_vs_labels.png, as label-efficiency draws its own")
+    ap.add_argument("--figures", metavar="DIR", help="also draw DIR/accuracy_vs_labels.png and "
+                    "DIR/probe_vs_labels.png, as label-efficiency draws them in its folder")
     a = ap.parse_args(argv)
     from mnist_ssl.engine.checkpoint import atomic_write_text
     from mnist_ssl.experiment.label_efficiency import seeds_note
@@ -110,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.table:
         atomic_write_text(Path(a.table), table + "\n")
     if a.figures:
+        from mnist_ssl.experiment.rundir import LabelEfficiencyDir
+
+        Path(a.figures).mkdir(parents=True, exist_ok=True)
         write_plots(merged, merged["pool_images"] // len(merged["classes"]),
-                    {part: f"{a.figures}_{name}" for part, name in
-                     (("finetune", "accuracy_vs_labels.png"), ("probe", "probe_vs_labels.png"))})
+                    {part: Path(a.figures) / name for part, name in LabelEfficiencyDir.PLOTS.items()})
     print(table)
     return 0
 

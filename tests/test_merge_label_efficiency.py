@@ -40,7 +40,7 @@ def test_merges_paired_runs_into_one_table(tmp_path):
     three = json.loads((tmp_path / "three.json").read_text())
     assert three["labels_per_class"] == [1, 10] and three["seeds"] == [2, 2] and len(three["rows"]) == 8
     out = tmp_path / "merged.json"
-    done = _run(out, a, b, "--table", tmp_path / "merged.md", "--figures", tmp_path / "merged")
+    done = _run(out, a, b, "--table", tmp_path / "merged.md", "--figures", tmp_path / "plots")
     assert done.returncode == 0, done.stderr
     merged = json.loads(out.read_text())
     assert sorted({r["method"] for r in merged["rows"]}) == ["infonce", "mae", "supervised"]
@@ -49,8 +49,8 @@ def test_merges_paired_runs_into_one_table(tmp_path):
     assert abs(merged["margins_at_10"]["mae"] - 0.1) < 1e-9
     assert [m["file"] for m in merged["merged_from"]] == [str(a), str(b)]
     assert merged["labels_per_class"] == [10] and merged["seeds"] == [2]
-    assert (tmp_path / "merged_accuracy_vs_labels.png").stat().st_size > 0
-    assert (tmp_path / "merged_probe_vs_labels.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "accuracy_vs_labels.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "probe_vs_labels.png").stat().st_size > 0
     table = (tmp_path / "merged.md").read_text()
     assert "| mae | 93.5 ± 0.7 (50.0) n=2 |" in table and "RBF SVM, raw pixels" in table
 
