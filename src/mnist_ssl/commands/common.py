@@ -14,7 +14,7 @@ from mnist_ssl.config import apply_overrides, load_config_file, merge
 from mnist_ssl.engine.callbacks import require_tensorboard
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.experiment.data import fit_config_to_data
-from mnist_ssl.objectives.registry import RunConfig, get_method, method_names
+from mnist_ssl.objectives.registry import RunConfig, default_methods, get_method, method_names
 
 
 def add_data_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -60,8 +60,6 @@ def methods_help() -> str:
 
 def default_methods_help() -> str:
     """The default --methods, in words: every method, less those not yet in the default job."""
-    from mnist_ssl.objectives.registry import default_methods
-
     left_out = [m for m in method_names() if m not in default_methods()]
     return "all" if not left_out else "all but " + ", ".join(left_out)
 

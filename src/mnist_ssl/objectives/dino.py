@@ -325,13 +325,20 @@ class DINO(Objective):
             h = self.encoder(torch.cat(globals_ + locals_))
         else:
             x_local = torch.cat(locals_)
-            keep = self.window(x_local)
-            h = torch.cat([self.encoder(torch.cat(globals_)), self.encoder.encode(x_local, keep)[:, 0]])
+            keep = self.window(x_local)  # drawn before the globals' dropout, as it always was
+            h = torch.cat([self.encoder(torch.cat(globals_)), self.local_features(x_local, keep)])
         return list(self.head(h).chunk(len(globals_) + len(locals_)))
 
-    def window(self, x_local: torch.Tensor) -> torch.Tensor:
-        """The token indices a "window" local crop keeps: one random window of patches per image."""
+    def window(self, x_local: torch.Tensor) -> torch.Tensor | None:
+        """The token indices a "window" local crop keeps: one random window of patches per image
+        (None in "resize" mode: the whole crop)."""
+        if self.cfg.local_mode == "resize":
+            return None
         return window_indices(x_local.shape[0], self.encoder.cfg.grid, self.cfg.local_window, x_local.device)
+
+    def local_features(self, x_local: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """The student's CLS features of the local crops: of the tokens ``keep`` (:meth:`window`) only."""
+        return self.encoder.encode(x_local, keep)[:, 0]
 
     @torch.no_grad()
     def forward_teacher(self, globals_: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -351,16 +358,20 @@ class DINO(Objective):
         temp = self.teacher_temperature()
         loss = dino_loss([s.float() for s in student_out], [t.float() for t in teacher_out],
                          self.center, self.cfg.student_temp, temp)
-        with torch.no_grad():
-            probs = F.softmax((torch.cat(teacher_out).float() - self.center) / temp, dim=-1)
-            # Collapse diagnostics: a one-hot collapse drives both to 0, a uniform one both to log K.
-            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
-            mean_p = probs.mean(0)
-            batch_entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
+        entropies = self.teacher_entropies(teacher_out, temp)
         if self.training:
             self.update_center(teacher_out)
-        return ObjectiveOutput(loss, {"dino": loss.detach(), "teacher_entropy": entropy,
-                                      "teacher_batch_entropy": batch_entropy})
+        return ObjectiveOutput(loss, {"dino": loss.detach(), **entropies})
+
+    @torch.no_grad()
+    def teacher_entropies(self, teacher_out: list[torch.Tensor], temp: float) -> dict[str, torch.Tensor]:
+        """Collapse diagnostics of the teacher's targets (before this step's centre update): the
+        mean entropy of one image's target and the entropy of the batch's mean target. A one-hot
+        collapse drives both to 0, a uniform one both to log K."""
+        probs = F.softmax((torch.cat(teacher_out).float() - self.center) / temp, dim=-1)
+        mean_p = probs.mean(0)
+        return {"teacher_entropy": -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean(),
+                "teacher_batch_entropy": -(mean_p * mean_p.clamp_min(1e-12).log()).sum()}
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:

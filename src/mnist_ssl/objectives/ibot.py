@@ -148,11 +148,7 @@ class IBOT(dino.DINO):
         cls = h[:, 0]
         if locals_:
             x_local = torch.cat(locals_)
-            if c.local_mode == "resize":
-                local = self.encoder(x_local)
-            else:
-                local = self.encoder.encode(x_local, self.window(x_local))[:, 0]
-            cls = torch.cat([cls, local])
+            cls = torch.cat([cls, self.local_features(x_local, self.window(x_local))])
         student_cls = list(self.head(cls).chunk(len(globals_) + len(locals_)))
         student_patch = list(self.head.patches(h[:, 1:]).chunk(len(globals_)))
         temp = self.teacher_temperature()
@@ -161,14 +157,11 @@ class IBOT(dino.DINO):
         loss_patch = masked_patch_loss([s.float() for s in student_patch], [t.float() for t in teacher_patch],
                                        masks, self.center_patch, c.student_temp, c.teacher_patch_temp)
         loss = c.lambda_cls * loss_cls + c.lambda_patch * loss_patch
-        with torch.no_grad():
-            probs = F.softmax((torch.cat(teacher_cls).float() - self.center) / temp, dim=-1)
-            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
+        entropies = self.teacher_entropies(teacher_cls, temp)
         if self.training:
             self.update_center(teacher_cls)
             self.update_patch_center(teacher_patch)
-        return ObjectiveOutput(loss, {"cls": loss_cls.detach(), "patch": loss_patch.detach(),
-                                      "teacher_entropy": entropy,
+        return ObjectiveOutput(loss, {"cls": loss_cls.detach(), "patch": loss_patch.detach(), **entropies,
                                       "masked_share": torch.cat(masks).float().mean()})
 
     @torch.no_grad()

@@ -83,16 +83,13 @@ def format_table(result: dict) -> str:
             f, p = c["finetune"], c["probe"]
             row.append(f"{100 * f['mean']:.1f} ± {100 * f['std']:.1f} ({100 * p['mean']:.1f}) n={f['n']}")
         lines.append(f"| {m} | " + " | ".join(row) + " |")
-        if any("knn" in c for c in cells.values()):  # the frozen features' weighted kNN: its own row
-            knn = [("-" if "knn" not in cells.get(k, {}) else
-                    f"{100 * cells[k]['knn']['mean']:.1f} ± {100 * cells[k]['knn']['std']:.1f} "
-                    f"n={cells[k]['knn']['n']}") for k in ks]
-            lines.append(f"| {m}, frozen kNN | " + " | ".join(knn) + " |")
-        if any("semi" in c for c in cells.values()):  # the semi-supervised stage: its own row
-            semi = [("-" if "semi" not in cells.get(k, {}) else
-                     f"{100 * cells[k]['semi']['mean']:.1f} ± {100 * cells[k]['semi']['std']:.1f} "
-                     f"n={cells[k]['semi']['n']}") for k in ks]
-            lines.append(f"| {m} + semi | " + " | ".join(semi) + " |")
+        # The frozen features' weighted kNN and the semi-supervised stage: rows of their own.
+        for part, label in (("knn", f"{m}, frozen kNN"), ("semi", f"{m} + semi")):
+            if any(part in c for c in cells.values()):
+                values = [("-" if part not in cells.get(k, {}) else
+                           f"{100 * cells[k][part]['mean']:.1f} ± {100 * cells[k][part]['std']:.1f} "
+                           f"n={cells[k][part]['n']}") for k in ks]
+                lines.append(f"| {label} | " + " | ".join(values) + " |")
     base = result.get("baseline_summary") or summarise_baselines(result.get("baselines", []))
     for name, cells in base.items():
         row = [("-" if cells.get(k) is None else
