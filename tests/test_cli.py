@@ -77,6 +77,22 @@ def test_evaluate_with_tta_gives_the_runs_own_tta_accuracy(tiny_run, capsys):
     assert json.loads(out)["tta"] == json.loads((run / "metrics.json").read_text())["tta"]
 
 
+def test_no_tta_for_a_classifier_fine_tuned_without_augmentation(tmp_path, capsys):
+    # Augmented copies are views such a classifier never saw: the document's 15 + 15 MAE lost
+    # 7 points with them (96.00 -> 88.67), so the run records no TTA and evaluate refuses it.
+    out = tmp_path / "r"
+    code = main(["reproduce", "--methods", "supervised", "--out", str(out), "--no-baselines", "--no-report",
+                 "--set", "finetune_augment.enabled=false", *TINY])
+    assert code == 0
+    run = out / "runs" / "supervised" / "seed0"
+    assert json.loads((run / "metrics.json").read_text())["tta"] is None
+    capsys.readouterr()
+    code, out_text, err = run_cli("evaluate", "--checkpoint", run / "finetuned.safetensors", "--tta", "8",
+                                  capsys=capsys)
+    assert code == 2 and out_text == ""
+    assert err.count("\n") == 1 and "fine-tuned without augmentation" in err
+
+
 def test_evaluate_all_test(tiny_run, capsys):
     ckpt = tiny_run / "runs" / "mae" / "seed0" / "finetuned.safetensors"
     code, out, _ = run_cli("evaluate", "--checkpoint", ckpt, "--all-test", "--json", capsys=capsys)

@@ -66,3 +66,14 @@ def test_bad_view_counts_are_refused():
     cfg.eval.tta_views = -2
     with pytest.raises(ConfigError, match="eval.tta_views=-2 must be >= 0"):
         cfg.validate()
+
+
+def test_the_run_skips_tta_when_fine_tuning_had_no_augmentation(images):
+    from mnist_ssl.experiment import stages
+
+    cfg = RunConfig()
+    targets = torch.zeros(len(images), dtype=torch.long)
+    measured = stages.tta(cfg, PixelClassifier(), images, targets)
+    assert measured is not None and measured["views"] == cfg.eval.tta_views
+    cfg.finetune_augment.enabled = False
+    assert stages.tta(cfg, PixelClassifier(), images, targets) is None

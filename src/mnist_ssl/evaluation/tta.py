@@ -29,8 +29,8 @@ def tta_probabilities(model: torch.nn.Module, images_u8: torch.Tensor, augment_c
     """Mean softmax of ``model`` over each image and ``views`` augmented copies of it.
 
     images_u8: uint8 (N, C, H, W); augment_cfg: an AugmentConfig (its ``enabled``
-    flag is ignored: TTA uses the augmentation's settings even when fine-tuning
-    ran without it); views: copies per image (0 = the plain prediction);
+    flag is ignored here; the experiment stages skip TTA for a classifier
+    fine-tuned without augmentation); views: copies per image (0 = the plain prediction);
     seed: seeds the copies. Returns (N, num_classes) float probabilities on the CPU.
     """
     if views < 0:

@@ -401,5 +401,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str = "embedded", datas
     if tta_views:
         cfg = RunConfig.from_dict(meta.get("run_config") or {})
         cfg.seed, cfg.eval.tta_views = seed, tta_views
+        if not cfg.finetune_augment.enabled:
+            raise ConfigError("--tta: this checkpoint was fine-tuned without augmentation, so augmented "
+                              "test copies are views it never saw (they lower its accuracy); leave --tta out")
         result["tta"] = stages.tta(cfg, model, split.images, targets)
     return result

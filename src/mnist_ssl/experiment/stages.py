@@ -250,12 +250,14 @@ def save_predictions(path: Path, probs: np.ndarray, targets: torch.Tensor, image
 
 
 def tta(cfg, classifier: torch.nn.Module, test_images: torch.Tensor, test_targets: torch.Tensor) -> dict | None:
-    """The accuracy with test-time augmentation (None when ``eval.tta_views`` is 0); the copies
-    are seeded by the run's seed, so the number is reproducible."""
+    """The accuracy with test-time augmentation (None when ``eval.tta_views`` is 0, or when
+    fine-tuning ran without augmentation: copies from views the classifier never saw cost
+    accuracy instead of adding it); the copies are seeded by the run's seed, so the number is
+    reproducible."""
     from mnist_ssl.evaluation.tta import tta_probabilities
 
     views = cfg.eval.tta_views
-    if views == 0:
+    if views == 0 or not cfg.finetune_augment.enabled:
         return None
     probs = tta_probabilities(classifier, test_images, cfg.finetune_augment, views, seed=cfg.seed)
     return {"accuracy": float((probs.argmax(-1) == test_targets.cpu()).float().mean()), "views": views}
