@@ -259,6 +259,65 @@ def _batched_stepper(runs, cfg, augment_cfg, forward: str):
     return step, flop_step, bf
 
 
+def _mae_runs(K: int, n: int = 300):
+    """K MAE objectives with the method's default recipe (drop masking, ratio 0.5, the default
+    decoder; own initialisations) and K unlabelled samples of n images (disjoint slices)."""
+    from mnist_ssl.data import load_embedded
+    from mnist_ssl.objectives.registry import RunConfig, build_objective
+    from mnist_ssl.models.vit import ViTEncoder
+
+    cfg = _default_config("mae")
+    data = load_embedded()
+    out = []
+    for k in range(K):
+        torch.manual_seed(100 + k)
+        lo = (k * n) % (len(data.images) - n)
+        out.append((build_objective(cfg, ViTEncoder(cfg.model)), data.images[lo:lo + n].clone(), None))
+    return out, cfg
+
+
+def _one_model_pretrain_stepper(run, cfg, augment_cfg):
+    """The one-model engine's pretraining step (engine/loop.py's body) on objective ``run``."""
+    from mnist_ssl.engine.optim import make_optimizer, make_schedule
+
+    module, images, _ = run
+    module.train()
+    opt = make_optimizer(module, cfg, torch.device("cpu"))
+    sched = make_schedule(opt, cfg, -(-len(images) // cfg.batch_size))
+
+    def flop_step():
+        idx = torch.randperm(len(images))[:cfg.batch_size]
+        module([images[idx].float().div_(255.0)]).loss.backward()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        flop_step()
+        opt.step()
+        sched.step()
+
+    return step, flop_step, module
+
+
+def _batched_pretrain_stepper(runs, cfg, augment_cfg, forward: str):
+    from mnist_ssl.engine.batched import BatchedMAEPretrain
+
+    bp = BatchedMAEPretrain([r[0] for r in runs], [r[1] for r in runs], list(range(len(runs))), cfg, augment_cfg)
+    for m in bp.models:
+        m.net.train()
+
+    def batch():
+        return [torch.randperm(bp.n, generator=m.generator)[:cfg.batch_size] for m in bp.models]
+
+    def flop_step():
+        x, draws, y = bp._views(batch())
+        bp.task.loss(bp.params.views(), x, y, draws)[0].sum().backward()
+
+    def step():
+        bp.train_step(batch())
+
+    return step, flop_step, bp
+
+
 def _count_flops(flop_step) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -284,16 +343,20 @@ def cmd_step(args) -> None:
     torch.set_num_threads(args.threads)
     load_before = C.load()
     peak = C.matmul_peak_gflops()
-    base = RunConfig()
-    cfg, augment_cfg = base.finetune, base.finetune_augment
+    pretrain = args.phase == "pretrain"
+    base = _default_config("mae") if pretrain else RunConfig()
+    cfg, augment_cfg = (base.pretrain, base.pretrain_augment) if pretrain else (base.finetune, base.finetune_augment)
+    forwards = ["bmm"] if pretrain else args.forwards  # pretraining has no vmap path
+    one, many = ((_one_model_pretrain_stepper, _batched_pretrain_stepper) if pretrain
+                 else (_one_model_stepper, _batched_stepper))
     steppers = []  # (K, kind, step, flops)
     for K in args.models:
-        runs = _models(K)
-        for kind in (["engine"] if K == 1 else []) + args.forwards:
+        runs = _mae_runs(K)[0] if pretrain else _models(K)
+        for kind in (["engine"] if K == 1 else []) + forwards:
             if kind == "engine":
-                step, flop_step, _ = _one_model_stepper(runs[0], cfg, augment_cfg)
+                step, flop_step, _ = one(runs[0], cfg, augment_cfg)
             else:
-                step, flop_step, _ = _batched_stepper(runs, cfg, augment_cfg, kind)
+                step, flop_step, _ = many(runs, cfg, augment_cfg, kind)
             steppers.append((K, kind, step, _count_flops(flop_step)))
             _time(step, args.warmup, 0)
     # Alternating rounds: each round times every stepper once, so a neighbour's load falls on
@@ -320,8 +383,12 @@ def cmd_step(args) -> None:
         "machine": C.machine(args.threads),
         "load_avg_before": load_before,
         "load_avg_after": C.load(),
-        "recipe": {"batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "dropout": 0.1,
-                   "augment": "affine + elastic 1.0 (the default)", "model": "dim 64, depth 4, 4 heads, patch 4"},
+        "phase": args.phase,
+        "recipe": ({"batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "dropout": 0.1,
+                    "objective": "MAE, drop masking, ratio 0.5, the default decoder", "augment": "none (the default)",
+                    "model": "dim 64, depth 4, 4 heads, patch 4"} if pretrain else
+                   {"batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "dropout": 0.1,
+                    "augment": "affine + elastic 1.0 (the default)", "model": "dim 64, depth 4, 4 heads, patch 4"}),
         "matmul_peak_gflops": round(peak, 1),
         "matmul_peak_gflops_after": round(peak_after, 1),
         "warmup_steps": args.warmup, "rounds": args.rounds, "steps_per_round": args.steps,
@@ -473,7 +540,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--name", default=None, help="results file name (default profile_METHOD_run)")
     p.set_defaults(func=cmd_profile)
-    p = sub.add_parser("step", help="fine-tuning step throughput of K models in one step")
+    p = sub.add_parser("step", help="fine-tuning (or MAE pretraining) step throughput of K models in one step")
+    p.add_argument("--phase", choices=["finetune", "pretrain"], default="finetune",
+                   help="pretrain: MAE's default pretraining step (batch 32, drop masking)")
     p.add_argument("--models", type=lambda v: [int(x) for x in v.split(",")], default=[1, 5, 25])
     p.add_argument("--forwards", type=lambda v: v.split(","), default=["bmm", "vmap"])
     p.add_argument("--threads", type=int, default=1)

@@ -113,3 +113,77 @@ def test_reproduce_batches_seeds_with_the_semi_stage_too(tmp_path):
     runs = reproduce({"supervised": cfg}, tmp_path, seeds=2, baselines=False, quiet=True, report=False)["runs"]
     assert [r["batched_finetune"] for r in runs] == [{"seeds": [0, 1]}] * 2
     assert all(r["semi"]["kind"] == "distill" for r in runs)
+
+
+def pretrain_losses(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()
+            if json.loads(line)["phase"] == "pretrain"]
+
+
+def test_mae_seeds_pretrain_as_one_batched_model_with_the_files_of_one_at_a_time(tmp_path):
+    from mnist_ssl.engine.checkpoint import load_encoder
+    from mnist_ssl.experiment.batched_runs import pretrain_runs
+    from mnist_ssl.experiment.run import pretrain_run
+
+    def cfg(seed):
+        c = tiny(seed)
+        c.pretrain.epochs = 2
+        return c
+
+    dirs = [tmp_path / "batched" / f"seed{s}" for s in (0, 1)]
+    assert pretrain_runs([cfg(0), cfg(1)], dirs, quiet=True) > 0
+    for s, d in zip((0, 1), dirs):
+        alone = tmp_path / "alone" / f"seed{s}"
+        pretrain_run(cfg(s), alone, quiet=True)
+        for name in ("pretrained.safetensors", "pretrained.json", "config.json", "reconstruction.png",
+                     "reconstruction.json"):
+            assert (d / name).exists(), name
+        assert not (d / "resume.json").exists()
+        records = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
+        assert [r["batched_models"] for r in records] == [2, 2]
+        assert pretrain_losses(d) == pytest.approx(pretrain_losses(alone), rel=1e-5)
+        batched_check = json.loads((d / "reconstruction.json").read_text())
+        alone_check = json.loads((alone / "reconstruction.json").read_text())
+        assert batched_check == pytest.approx(alone_check, rel=1e-3)
+        assert load_encoder(d / "pretrained.safetensors")[0].cfg == load_encoder(alone / "pretrained.safetensors")[0].cfg
+
+
+def test_a_stopped_batched_pretraining_resumes_to_the_same_encoders(tmp_path):
+    from mnist_ssl.experiment.batched_runs import pretrain_runs
+
+    def cfgs():
+        out = [tiny(s) for s in (0, 1)]
+        for c in out:
+            c.pretrain.epochs = 2
+        return out
+
+    whole = [tmp_path / "whole" / f"seed{s}" for s in (0, 1)]
+    pretrain_runs(cfgs(), whole, quiet=True)
+    dirs = [tmp_path / "stopped" / f"seed{s}" for s in (0, 1)]
+    polls = iter([False, True])  # 30 images at batch 32: one step an epoch; the 2nd poll starts epoch 2
+    with pytest.raises(TrainingInterrupted):
+        pretrain_runs(cfgs(), dirs, quiet=True, stop_requested=lambda: next(polls, True))
+    assert all(json.loads((d / "resume.json").read_text())["phase"] == "pretrain" for d in dirs)
+    pretrain_runs(cfgs(), dirs, quiet=True, resume=True)
+    for d, w in zip(dirs, whole):
+        assert pretrain_losses(d) == pretrain_losses(w)
+        assert (d / "pretrained.safetensors").read_bytes() == (w / "pretrained.safetensors").read_bytes()
+
+
+def test_reproduce_pretrains_mae_seeds_batched_unless_told_not_to(tmp_path):
+    from mnist_ssl.experiment.reproduce import reproduce
+
+    shared = {}
+    for batch in (True, False):
+        cfg = tiny(0)
+        cfg.run.batch_models = batch
+        runs = reproduce({"mae": cfg}, tmp_path / str(batch), seeds=2, baselines=False, quiet=True,
+                         report=False)["runs"]
+        log = [json.loads(line) for line in
+               (tmp_path / str(batch) / "runs" / "mae" / "seed1" / "log.jsonl").read_text().splitlines()]
+        shared[batch] = [r.get("batched_models") for r in log]
+        # each run counts its share of a shared epoch, so that the runs' times add up to the job's
+        assert not batch or runs[1]["wall_time_s"]["pretrain"] == pytest.approx(
+            sum(r["time_s"] / r.get("batched_models", 1) for r in log if r["phase"] == "pretrain"), abs=0.01)
+    assert shared[True] == [2, 2, 2]  # one pretraining epoch, two fine-tuning epochs, each with both seeds
+    assert shared[False] == [None, None, None]

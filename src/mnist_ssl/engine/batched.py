@@ -43,15 +43,14 @@ from mnist_ssl.errors import TrainingDiverged
 from mnist_ssl.models.vit import ViTClassifier
 from mnist_ssl.objectives.supervised import Supervised
 
-PHASE = "finetune"
 
 
 # ----- per-model random draws ---------------------------------------------------
-def _mask_shapes(cfg, batch: int) -> list[tuple[int, ...]]:
+def _mask_shapes(cfg, batch: int, tokens: int | None = None) -> list[tuple[int, ...]]:
     """The shapes of one model's dropout masks for one step, in the order its encoder draws
     them: the token dropout, then per block the attention output's, the feed-forward hidden
-    layer's and its output's."""
-    tokens = 1 + cfg.num_patches
+    layer's and its output's. ``tokens``: the sequence length (default: CLS and every patch)."""
+    tokens = 1 + cfg.num_patches if tokens is None else tokens
     hidden = int(cfg.dim * cfg.mlp_ratio)
     shapes = [(batch, tokens, cfg.dim)]
     for _ in range(cfg.depth):
@@ -59,7 +58,8 @@ def _mask_shapes(cfg, batch: int) -> list[tuple[int, ...]]:
     return shapes
 
 
-def dropout_masks(cfg, batch: int, generators: list[torch.Generator]) -> list[torch.Tensor] | None:
+def dropout_masks(cfg, batch: int, generators: list[torch.Generator],
+                  tokens: int | None = None) -> list[torch.Tensor] | None:
     """The K models' dropout masks for one step, each stacked to (K, *shape); None when dropout
     is off (the encoder draws nothing then). Model k's random words come from generators[k] in
     one draw: the words each of its masks would draw in turn (``random_`` fills serially, so one
@@ -67,7 +67,7 @@ def dropout_masks(cfg, batch: int, generators: list[torch.Generator]) -> list[to
     p = cfg.dropout
     if p == 0.0:
         return None
-    shapes = _mask_shapes(cfg, batch)
+    shapes = _mask_shapes(cfg, batch, tokens)
     K = len(generators)
     if p >= 1.0:
         return [torch.zeros(K, *s) for s in shapes]
@@ -121,19 +121,12 @@ def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float = 
     return torch.addcmul(b.view(shape), F.layer_norm(x, x.shape[-1:], eps=eps), w.view(shape))
 
 
-def forward_batched(template: ViTClassifier, params: dict[str, torch.Tensor], x: torch.Tensor,
-                    masks: list[torch.Tensor] | None) -> torch.Tensor:
-    """Logits (K, B, num_classes) of K classifiers shaped like ``template`` on images x (K, B, C, H, W).
-
-    params: the classifiers' weights stacked, ``template.named_parameters()`` names, shapes (K, ...);
-    the position table comes from ``template`` when it is fixed (sin-cos, a buffer).
-    masks: the dropout masks of :func:`dropout_masks`, each stacked to (K, ...), or None.
-    The maths of ViTClassifier.forward: patch embedding, CLS, positions, pre-norm blocks, norm, head.
-    """
-    enc = template.encoder
+def _patch_tokens(enc, P: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """ViTEncoder.tokens for K models: images x (K, B, C, H, W) in [0, 1] -> (K, B, N, D), the
+    patch embeddings plus positions (``enc``: one encoder of the shape, for its config and a
+    fixed sin-cos table)."""
     c = enc.cfg
     K, B = x.shape[:2]
-    P = params
     pe = "encoder.patch_embed.proj."
     x = (x.reshape(K * B, *x.shape[2:]) - c.pixel_mean) / c.pixel_std
     patches = enc.patchify(x).view(K, B, c.num_patches, -1)  # features ordered (t, p, p, C)
@@ -145,22 +138,22 @@ def forward_batched(template: ViTClassifier, params: dict[str, torch.Tensor], x:
         if enc.pos_embed.time_steps > 1:
             t = P["encoder.pos_embed.temporal"]
             pos = (t[:, :, None, :] + pos[:, None, :, :]).reshape(K, -1, c.dim)
-        tokens = tokens + pos.unsqueeze(1)
-    else:
-        tokens = tokens + enc.pos_embed()
-    cls = P["encoder.cls_token"].view(K, 1, 1, c.dim).expand(K, B, 1, c.dim)
-    h = torch.cat([cls, tokens], dim=2)  # (K, B, 1 + N, D)
-    m = iter(masks) if masks is not None else None
-    if m is not None:
-        h = h * next(m)
-    heads, N1, D = c.heads, h.shape[2], c.dim
-    for i in range(c.depth):
-        b = f"encoder.blocks.{i}."
+        return tokens + pos.unsqueeze(1)
+    return tokens + enc.pos_embed()
+
+
+def _blocks(P: dict[str, torch.Tensor], h: torch.Tensor, prefix: str, depth: int, heads: int,
+            m=None) -> torch.Tensor:
+    """Pre-norm transformer blocks ``prefix{i}.`` (models/layers.py Block) on h (K, B, T, D);
+    m: an iterator over the dropout masks (each (K, B, T, ...)) in the order Block draws them, or None."""
+    K, B, T, D = h.shape
+    for i in range(depth):
+        b = f"{prefix}{i}."
         y = _layer_norm(h, P[b + "norm1.weight"], P[b + "norm1.bias"])
         qkv = _linear(y, P[b + "attn.qkv.weight"], P[b + "attn.qkv.bias"])
-        qkv = qkv.reshape(K * B, N1, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(K * B, T, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(K, B, N1, D)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(K, B, T, D)
         a = _linear(a, P[b + "attn.proj.weight"], P[b + "attn.proj.bias"])
         h = h + (a * next(m) if m is not None else a)
         y = _layer_norm(h, P[b + "norm2.weight"], P[b + "norm2.bias"])
@@ -169,8 +162,74 @@ def forward_batched(template: ViTClassifier, params: dict[str, torch.Tensor], x:
             y = y * next(m)
         y = _linear(y, P[b + "mlp.fc2.weight"], P[b + "mlp.fc2.bias"])
         h = h + (y * next(m) if m is not None else y)
-    h = _layer_norm(h, P["encoder.norm.weight"], P["encoder.norm.bias"])
-    return _linear(h[:, :, 0], P["head.weight"], P["head.bias"])
+    return h
+
+
+def _encode(enc, P: dict[str, torch.Tensor], tokens: torch.Tensor, m=None) -> torch.Tensor:
+    """ViTEncoder.encode after the tokens: CLS, token dropout, blocks, final norm. (K, B, T, D)."""
+    K, B, _, D = tokens.shape
+    cls = P["encoder.cls_token"].view(K, 1, 1, D).expand(K, B, 1, D)
+    h = torch.cat([cls, tokens], dim=2)  # (K, B, 1 + T, D)
+    if m is not None:
+        h = h * next(m)
+    h = _blocks(P, h, "encoder.blocks.", enc.cfg.depth, enc.cfg.heads, m)
+    return _layer_norm(h, P["encoder.norm.weight"], P["encoder.norm.bias"])
+
+
+def forward_batched(template: ViTClassifier, params: dict[str, torch.Tensor], x: torch.Tensor,
+                    masks: list[torch.Tensor] | None) -> torch.Tensor:
+    """Logits (K, B, num_classes) of K classifiers shaped like ``template`` on images x (K, B, C, H, W).
+
+    params: the classifiers' weights stacked, ``template.named_parameters()`` names, shapes (K, ...);
+    the position table comes from ``template`` when it is fixed (sin-cos, a buffer).
+    masks: the dropout masks of :func:`dropout_masks`, each stacked to (K, ...), or None.
+    The maths of ViTClassifier.forward: patch embedding, CLS, positions, pre-norm blocks, norm, head.
+    """
+    enc = template.encoder
+    h = _encode(enc, params, _patch_tokens(enc, params, x), iter(masks) if masks is not None else None)
+    return _linear(h[:, :, 0], params["head.weight"], params["head.bias"])
+
+
+def mae_forward_batched(template, params: dict[str, torch.Tensor], x: torch.Tensor, noise: torch.Tensor,
+                        masks: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MAE objective (objectives/mae.py) of K models shaped like ``template`` (an MAE):
+    images x (K, B, C, H, W) in [0, 1], masking noise (K, B, N) -> (per-model losses (K,),
+    masks (K, B, N)). The maths of MAE.forward: the noise's shuffle keeps the visible patches
+    (drop masking: the encoder sees only them, the decoder inserts its mask token) or zeroes
+    the others (the document's zero masking, a linear reconstruction of every token)."""
+    from mnist_ssl.objectives.mae import masked_reconstruction_loss, masking_from_noise, patch_targets
+
+    enc, cfg = template.encoder, template.cfg
+    K, B = x.shape[:2]
+    N = enc.num_patches
+    keep_idx, mask, restore_idx = masking_from_noise(noise.reshape(K * B, N), template.num_keep)
+    m = iter(masks) if masks is not None else None
+    if template.zero_masking:
+        flat = x.reshape(K * B, *x.shape[2:])
+        visible = enc.unpatchify(enc.patchify(flat) * (1 - mask).unsqueeze(-1)).view_as(x)
+        latent = _encode(enc, params, _patch_tokens(enc, params, visible), m)
+        pred = _linear(latent[:, :, 1:], params["decoder.weight"], params["decoder.bias"])
+    else:
+        tokens = _patch_tokens(enc, params, x)
+        keep = keep_idx.view(K, B, -1)
+        tokens = torch.gather(tokens, 2, keep.unsqueeze(-1).expand(-1, -1, -1, tokens.shape[-1]))
+        latent = _encode(enc, params, tokens, m)
+        dec = template.decoder
+        y = _linear(latent, params["decoder.embed.weight"], params["decoder.embed.bias"])
+        Dd = y.shape[-1]
+        cls, vis = y[:, :, :1], y[:, :, 1:]
+        fill = params["decoder.mask_token"].view(K, 1, 1, Dd).expand(K, B, N - vis.shape[2], Dd)
+        y = torch.cat([vis, fill], dim=2)
+        y = torch.gather(y, 2, restore_idx.view(K, B, N, 1).expand(-1, -1, -1, Dd))
+        y = torch.cat([cls, y + dec.pos_embed()], dim=2)
+        y = _blocks(params, y, "decoder.blocks.", len(dec.blocks), cfg.decoder_heads)
+        y = _layer_norm(y, params["decoder.norm.weight"], params["decoder.norm.bias"])
+        pred = _linear(y, params["decoder.pred.weight"], params["decoder.pred.bias"])[:, :, 1:]
+    target = patch_targets(enc.patchify(x.reshape(K * B, *x.shape[2:])), template.norm_pix)
+    mask = mask.view(K, B, N)
+    losses = torch.stack([masked_reconstruction_loss(pred[k], target.view(K, B, N, -1)[k], mask[k], cfg.loss)
+                          for k in range(K)])
+    return losses, mask
 
 
 def forward_vmap(template: ViTClassifier, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -199,10 +258,11 @@ ALIGN = 16
 
 
 class StackedParams:
-    """The trainable weights of K same-shaped classifiers, one leaf tensor (K, padded numel) per
-    parameter name; ``views()`` gives them as (K, *shape) tensors that autograd traces back."""
+    """The trainable weights of K same-shaped networks (classifiers, MAE objectives), one leaf
+    tensor (K, padded numel) per parameter name; ``views()`` gives them as (K, *shape) tensors
+    that autograd traces back."""
 
-    def __init__(self, classifiers: list[ViTClassifier]) -> None:
+    def __init__(self, classifiers: list[torch.nn.Module]) -> None:
         per_model = [dict(c.named_parameters()) for c in classifiers]
         self.shapes = {n: tuple(p.shape) for n, p in classifiers[0].named_parameters() if p.requires_grad}
         self.store: dict[str, torch.Tensor] = {}
@@ -239,13 +299,13 @@ class StackedParams:
             self.of(self.store[n], n)[k].copy_(p)
 
 
-def _optimizer(template: ViTClassifier, params: StackedParams, cfg: OptimConfig,
+def _optimizer(task, template: torch.nn.Module, params: StackedParams, cfg: OptimConfig,
                device: torch.device) -> torch.optim.Optimizer:
     """The engine's optimiser (optim.make_optimizer: the same groups, rates, decay, fused kernel)
-    over the stacked weights: groups are made on one model, each parameter swapped for its stack
-    (which parameters decay is decided on one model's shapes, not the stacked ones)."""
-    wrapped = Supervised(template)
-    name_of = {id(p): n[len("classifier."):] for n, p in wrapped.named_parameters()}
+    over the stacked weights: groups are made on one model's objective, each parameter swapped
+    for its stack (which parameters decay is decided on one model's shapes, not the stacked ones)."""
+    wrapped = task.objective(template)
+    name_of = {id(p): n[len(task.prefix):] for n, p in wrapped.named_parameters()}
     single = make_optimizer(wrapped, cfg, device)
     groups = []
     for g in single.param_groups:
@@ -274,26 +334,98 @@ def clip_per_model(params: dict[str, torch.Tensor], max_norm: float) -> torch.Te
     return total
 
 
+# ----- what is trained: the phase's objective, batched -------------------------------
+class FinetuneTask:
+    """Fine-tuning: cross-entropy of K classifiers (Supervised), dropout masks drawn per model."""
+
+    phase = "finetune"
+    prefix = "classifier."  # Supervised's parameter names over the classifier's
+    generator_offset = 1  # the engine seeds fine-tuning with seed + 1
+
+    def __init__(self, template: ViTClassifier, label_smoothing: float = 0.0, forward: str = "bmm") -> None:
+        if template.cfg.attn_dropout > 0:
+            raise ValueError("batched training does not support model.attn_dropout > 0 (drawn inside SDPA)")
+        self.template = template
+        self.label_smoothing = label_smoothing
+        self.forward = FORWARDS[forward]
+
+    def objective(self, net: ViTClassifier):
+        return Supervised(net, self.label_smoothing)
+
+    def net(self, objective) -> ViTClassifier:
+        return objective.classifier
+
+    def draws(self, batch: int, generators: list[torch.Generator]) -> dict:
+        return {"masks": dropout_masks(self.template.cfg, batch, generators)}
+
+    def loss(self, params: dict, x: torch.Tensor, y: torch.Tensor, draws: dict):
+        """-> (per-model losses (K,), per-model terms {name: (K,)})."""
+        logits = self.forward(self.template, params, x, draws["masks"])  # (K, B, classes)
+        K, B, C = logits.shape
+        loss = F.cross_entropy(logits.reshape(K * B, C), y.reshape(K * B), reduction="none",
+                               label_smoothing=self.label_smoothing).view(K, B).mean(1)
+        acc = (logits.detach().argmax(-1) == y).float().mean(1)
+        return loss, {"ce": loss.detach(), "train_acc": acc}
+
+
+class MAEPretrainTask:
+    """MAE pretraining (objectives/mae.py, either masking) of K objectives: per model, its masking
+    noise, then its encoder's dropout masks (over the visible tokens), as MAE.forward draws them."""
+
+    phase = "pretrain"
+    prefix = ""  # the stacked networks are the objectives themselves
+    generator_offset = 0  # the engine seeds pretraining with the run's seed
+
+    def __init__(self, template) -> None:
+        from mnist_ssl.objectives.mae import MAE
+
+        if type(template) is not MAE:
+            raise ValueError(f"batched pretraining is written for MAE only, not {type(template).__name__}")
+        if template.encoder.cfg.attn_dropout > 0:
+            raise ValueError("batched training does not support model.attn_dropout > 0 (drawn inside SDPA)")
+        self.template = template
+
+    def objective(self, net):
+        return net
+
+    def net(self, objective):
+        return objective
+
+    def draws(self, batch: int, generators: list[torch.Generator]) -> dict:
+        enc = self.template.encoder
+        noise = torch.stack([torch.rand(batch, enc.num_patches, generator=g) for g in generators])
+        tokens = 1 + (enc.num_patches if self.template.zero_masking else self.template.num_keep)
+        return {"noise": noise, "masks": dropout_masks(enc.cfg, batch, generators, tokens)}
+
+    def loss(self, params: dict, x: torch.Tensor, y, draws: dict):
+        loss, _ = mae_forward_batched(self.template, params, x, draws["noise"].to(x.device), draws["masks"])
+        return loss, {"mae": loss.detach()}
+
+
 # ----- one model's view of the batched run: its TrainState, for callbacks and resume ----
 @dataclass
 class _Model:
-    classifier: ViTClassifier
+    net: torch.nn.Module  # a classifier (fine-tuning) or an objective (pretraining)
     images: torch.Tensor
-    labels: torch.Tensor
+    labels: torch.Tensor | None
     generator: torch.Generator
     callbacks: list
     history: list
 
+    @property
+    def classifier(self) -> torch.nn.Module:  # the name fine-tuning's callers know it by
+        return self.net
 
-def _model_state(run: "BatchedFinetune", k: int) -> TrainState:
-    """Model k alone as the one-model engine's TrainState: its weights copied into its classifier,
+
+def _model_state(run: "BatchedTrainer", k: int) -> TrainState:
+    """Model k alone as the one-model engine's TrainState: its weights copied into its network,
     an optimiser over them holding its slice of the moments, the schedule at the same step."""
     mdl = run.models[k]
-    run.params.unstack_into(k, mdl.classifier)
-    module = Supervised(mdl.classifier, run.label_smoothing)
+    run.params.unstack_into(k, mdl.net)
+    module = run.task.objective(mdl.net)
     opt = make_optimizer(module, run.cfg, run.device)
     sched = make_schedule(opt, run.cfg, run.steps_per_epoch)
-    name_of = {id(p): n[len("classifier."):] for n, p in module.named_parameters()}
+    name_of = {id(p): n[len(run.task.prefix):] for n, p in module.named_parameters()}
     for g, sg in zip(opt.param_groups, run.optimizer.param_groups):
         g.update({key: v for key, v in sg.items() if key != "params"})
         for p in g["params"]:
@@ -303,11 +435,11 @@ def _model_state(run: "BatchedFinetune", k: int) -> TrainState:
                 opt.state[p] = {key: (run.params.of(v, name)[k].clone() if torch.is_tensor(v) and v.dim() > 0
                                       else (v.clone() if torch.is_tensor(v) else v)) for key, v in stacked.items()}
     sched.load_state_dict(run.scheduler.state_dict())
-    return TrainState(PHASE, module, opt, sched, run.cfg.epochs, run.steps_per_epoch,
+    return TrainState(run.phase, module, opt, sched, run.cfg.epochs, run.steps_per_epoch,
                       epoch=run.epoch, step=run.step, history=mdl.history)
 
 
-def _restore_model(run: "BatchedFinetune", k: int, saved: dict) -> None:
+def _restore_model(run: "BatchedTrainer", k: int, saved: dict) -> None:
     """Load model k's resume state (engine/resume.py format) into its slices and its generator."""
     from mnist_ssl.engine.resume import restore_train_state
 
@@ -317,8 +449,8 @@ def _restore_model(run: "BatchedFinetune", k: int, saved: dict) -> None:
     run.models[k].generator.set_state(torch.get_rng_state())
     torch.set_rng_state(outer)
     module = state.module
-    run.params.load_model(k, module.classifier)
-    name_of = {id(p): n[len("classifier."):] for n, p in module.named_parameters()}
+    run.params.load_model(k, run.task.net(module))
+    name_of = {id(p): n[len(run.task.prefix):] for n, p in module.named_parameters()}
     for g in state.optimizer.param_groups:
         for p in g["params"]:
             own = state.optimizer.state.get(p)
@@ -341,50 +473,55 @@ def _restore_model(run: "BatchedFinetune", k: int, saved: dict) -> None:
     run.scheduler.load_state_dict(state.scheduler.state_dict())
 
 
-class BatchedFinetune:
-    """Fine-tuning of K classifiers of one shape in one batched step (see the module doc).
+@dataclass
+class _StepState:
+    phase: str
+    step: int
+    stop_requested: Callable[[], bool]
 
-    classifiers: K ViTClassifiers (LP-FT head already fitted where the recipe asks); images:
-    K uint8 (N, C, H, W) samples of one size N; labels: K (N,) class-index tensors; seeds: the
-    runs' seeds (model k's generator starts at ``seed + 1``, as the engine seeds fine-tuning);
-    cfg: the shared fine-tuning OptimConfig; augment: the fine-tuning AugmentConfig;
-    clip: the clip builder ``f(x, generator)`` of video models, or None; callbacks: per model,
-    the engine's callbacks (JSONL log, printer, ResumeWriter), called with model k's TrainState.
+
+class BatchedTrainer:
+    """One training phase of K networks of one shape in one batched step (see the module doc).
+
+    task: what is trained (:class:`FinetuneTask`, :class:`MAEPretrainTask`); nets: the K
+    networks the task trains (classifiers, objectives); images: K uint8 (N, C, H, W) samples of
+    one size N; labels: K (N,) class-index tensors, or None without labels; seeds: the runs'
+    seeds (model k's generator starts where the engine seeds the phase); cfg: the shared
+    OptimConfig; augment: the phase's AugmentConfig; clip: the clip builder
+    ``f(x, generator)`` of video models, or None; callbacks: per model, the engine's callbacks
+    (JSONL log, printer, ResumeWriter), called with model k's TrainState.
     """
 
-    def __init__(self, classifiers: list[ViTClassifier], images: list[torch.Tensor], labels: list[torch.Tensor],
-                 seeds: list[int], cfg: OptimConfig, augment: AugmentConfig, *, label_smoothing: float = 0.0,
-                 clip: Callable | None = None, callbacks: list[list] | None = None,
-                 forward: str = "bmm") -> None:
-        if not classifiers:
-            raise ValueError("BatchedFinetune needs at least one classifier")
+    def __init__(self, task, nets: list[torch.nn.Module], images: list[torch.Tensor],
+                 labels: list[torch.Tensor] | None, seeds: list[int], cfg: OptimConfig, augment: AugmentConfig, *,
+                 clip: Callable | None = None, callbacks: list[list] | None = None) -> None:
+        if not nets:
+            raise ValueError("batched training needs at least one model")
         sizes = {len(x) for x in images}
         if len(sizes) != 1:
             raise ValueError(f"the batched models need samples of one size, got {sorted(sizes)}")
-        template = classifiers[0]
-        if template.cfg.attn_dropout > 0:
-            raise ValueError("batched fine-tuning does not support model.attn_dropout > 0 (drawn inside SDPA)")
-        shapes = [[tuple(p.shape) for p in c.parameters()] for c in classifiers]
-        if any(s != shapes[0] for s in shapes) or any(c.cfg != template.cfg for c in classifiers):
+        shapes = [[tuple(p.shape) for p in c.parameters()] for c in nets]
+        cfgs = [(c.encoder if hasattr(c, "encoder") else c).cfg for c in nets]
+        if any(s != shapes[0] for s in shapes) or any(c != cfgs[0] for c in cfgs):
             raise ValueError("the batched models must have the same architecture")
-        self.template = template
+        self.task = task
+        self.phase = task.phase
+        self.template = nets[0]
         self.cfg = cfg
-        self.label_smoothing = label_smoothing
         self.device = images[0].device
         self.n = sizes.pop()
         self.steps_per_epoch = -(-self.n // cfg.batch_size)
+        labels = labels if labels is not None else [None] * len(nets)
         self.models = [
-            _Model(c, x, y, torch.Generator().manual_seed(s + 1), list(cbs), [])
-            for c, x, y, s, cbs in zip(classifiers, images, labels, seeds,
-                                       callbacks or [[] for _ in classifiers])
+            _Model(c, x, y, torch.Generator().manual_seed(s + task.generator_offset), list(cbs), [])
+            for c, x, y, s, cbs in zip(nets, images, labels, seeds, callbacks or [[] for _ in nets])
         ]
         self.augment = (PerModelAugmenter(augment, [m.generator for m in self.models])
                         if augment.enabled else None)
         self.clip = clip
-        self.params = StackedParams(classifiers)
-        self.optimizer = _optimizer(template, self.params, cfg, self.device)
+        self.params = StackedParams(nets)
+        self.optimizer = _optimizer(task, self.template, self.params, cfg, self.device)
         self.scheduler = make_schedule(self.optimizer, cfg, self.steps_per_epoch)
-        self.forward = FORWARDS[forward]
         self.epoch = 0
         self.step = 0
 
@@ -406,33 +543,31 @@ class BatchedFinetune:
             _restore_model(self, k, s)
 
     # ----- one step ---------------------------------------------------------------
-    def _views(self, idx: list[torch.Tensor]) -> tuple[torch.Tensor, list | None, torch.Tensor]:
-        """Per model, in its generator's order: the augmented batch, then the dropout masks."""
+    def _views(self, idx: list[torch.Tensor]) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
+        """Per model, in its generator's order: the augmented batch, then the task's draws."""
         K, B = self.K, len(idx[0])
         x = torch.cat([m.images[i] for m, i in zip(self.models, idx)]).float().div_(255.0)
         if self.augment is not None:
             x = self.augment(x)
         if self.clip is not None:
             x = torch.cat([self.clip(part, m.generator) for part, m in zip(x.split(B), self.models)])
-        masks = dropout_masks(self.template.cfg, B, [m.generator for m in self.models])
-        if masks is not None:
-            masks = [t.to(self.device) for t in masks]
-        y = torch.stack([m.labels[i] for m, i in zip(self.models, idx)])
-        return x.view(K, B, *x.shape[1:]), masks, y
+        draws = self.task.draws(B, [m.generator for m in self.models])
+        if draws.get("masks") is not None:
+            draws["masks"] = [t.to(self.device) for t in draws["masks"]]
+        y = (torch.stack([m.labels[i] for m, i in zip(self.models, idx)])
+             if self.models[0].labels is not None else None)
+        return x.view(K, B, *x.shape[1:]), draws, y
 
-    def train_step(self, idx: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of all K models on batch indices idx[k]; returns per-model (loss, train accuracy)."""
-        x, masks, y = self._views(idx)
-        logits = self.forward(self.template, self.params.views(), x, masks)  # (K, B, classes)
-        K, B, C = logits.shape
-        loss = F.cross_entropy(logits.reshape(K * B, C), y.reshape(K * B), reduction="none",
-                               label_smoothing=self.label_smoothing).view(K, B).mean(1)
+    def train_step(self, idx: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """One step of all K models on batch indices idx[k]; returns per-model (loss, terms)."""
+        x, draws, y = self._views(idx)
+        loss, terms = self.task.loss(self.params.views(), x, y, draws)
         if not bool(torch.isfinite(loss).all()):
-            bad = [k for k in range(K) if not torch.isfinite(loss[k])]
+            bad = [k for k in range(self.K) if not torch.isfinite(loss[k])]
             raise TrainingDiverged(
-                f"{PHASE}: loss became {loss[bad[0]].item()} for batched model {bad[0]} at epoch {self.epoch + 1}, "
-                f"step {self.step % self.steps_per_epoch + 1}; training stopped, and only what finished epochs "
-                f"wrote is kept; try a lower learning rate or --set {PHASE}.grad_clip=1.0")
+                f"{self.phase}: loss became {loss[bad[0]].item()} for batched model {bad[0]} at epoch "
+                f"{self.epoch + 1}, step {self.step % self.steps_per_epoch + 1}; training stopped, and only what "
+                f"finished epochs wrote is kept; try a lower learning rate or --set {self.phase}.grad_clip=1.0")
         self.optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()  # model k's weights get the gradient of its own loss only
         if self.cfg.grad_clip > 0:
@@ -440,11 +575,10 @@ class BatchedFinetune:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        acc = (logits.detach().argmax(-1) == y).float().mean(1)
-        return loss.detach(), acc
+        return loss.detach(), terms
 
     def train(self, stop_requested: Callable[[], bool] = lambda: False) -> list[TrainState]:
-        """Train to ``cfg.epochs``; writes each model's weights into its classifier at the end.
+        """Train to ``cfg.epochs``; writes each model's weights into its network at the end.
         Returns each model's TrainState (history: the engine's per-epoch records)."""
         from mnist_ssl.engine.callbacks import TrainingInterrupted
 
@@ -453,36 +587,40 @@ class BatchedFinetune:
             orders = [torch.randperm(self.n, generator=m.generator).to(self.device).split(self.cfg.batch_size)
                       for m in self.models]
             loss_sum = torch.zeros(self.K)
-            acc_sum = torch.zeros(self.K)
+            term_sums: dict[str, torch.Tensor] = {}
             for step_in_epoch in range(self.steps_per_epoch):
                 if stop_requested():
-                    raise TrainingInterrupted(PHASE, epoch + 1)
+                    raise TrainingInterrupted(self.phase, epoch + 1)
                 idx = [o[step_in_epoch] for o in orders]
-                loss, acc = self.train_step(idx)
+                loss, terms = self.train_step(idx)
                 b = idx[0].numel()
                 loss_sum += loss * b
-                acc_sum += acc * b
+                for name, v in terms.items():
+                    term_sums[name] = term_sums.get(name, 0) + v.float() * b
+                # What a step callback reads of the one-model TrainState (the progress bar counts,
+                # ResumeWriter's test hold waits at a phase's step until a stop is requested).
+                tick = _StepState(self.phase, self.step, stop_requested)
                 for k, m in enumerate(self.models):
                     for cb in m.callbacks:
                         if hasattr(cb, "on_step"):
-                            cb.on_step(None)
+                            cb.on_step(tick)
             self.epoch = epoch + 1
             elapsed = round(time.perf_counter() - t0, 4)
             for k, m in enumerate(self.models):
-                record = {"phase": PHASE, "epoch": self.epoch, "epochs": self.cfg.epochs,
+                record = {"phase": self.phase, "epoch": self.epoch, "epochs": self.cfg.epochs,
                           "loss": (loss_sum[k] / self.n).item(),
-                          "terms": {"ce": (loss_sum[k] / self.n).item(), "train_acc": (acc_sum[k] / self.n).item()},
+                          "terms": {name: (v[k] / self.n).item() for name, v in term_sums.items()},
                           "lr": self.optimizer.param_groups[0]["lr"], "time_s": elapsed, "batched_models": self.K}
                 m.history.append(record)
                 if m.callbacks:
                     self._epoch_callbacks(k, record)
         states = []
         for k, m in enumerate(self.models):
-            self.params.unstack_into(k, m.classifier)
-            m.classifier.eval()
-            states.append(TrainState(PHASE, Supervised(m.classifier, self.label_smoothing), self.optimizer,
-                                     self.scheduler, self.cfg.epochs, self.steps_per_epoch,
-                                     epoch=self.epoch, step=self.step, history=m.history))
+            self.params.unstack_into(k, m.net)
+            module = self.task.objective(m.net)
+            module.eval()
+            states.append(TrainState(self.phase, module, self.optimizer, self.scheduler, self.cfg.epochs,
+                                     self.steps_per_epoch, epoch=self.epoch, step=self.step, history=m.history))
         return states
 
     def _epoch_callbacks(self, k: int, record: dict) -> None:
@@ -498,6 +636,42 @@ class BatchedFinetune:
             torch.set_rng_state(outer)
 
 
+class BatchedFinetune(BatchedTrainer):
+    """Fine-tuning of K classifiers of one shape in one batched step (see the module doc).
+
+    classifiers: K ViTClassifiers (LP-FT head already fitted where the recipe asks); images:
+    K uint8 (N, C, H, W) samples of one size N; labels: K (N,) class-index tensors; seeds: the
+    runs' seeds (model k's generator starts at ``seed + 1``, as the engine seeds fine-tuning);
+    cfg: the shared fine-tuning OptimConfig; augment: the fine-tuning AugmentConfig;
+    clip: the clip builder ``f(x, generator)`` of video models, or None; callbacks: per model,
+    the engine's callbacks (JSONL log, printer, ResumeWriter), called with model k's TrainState.
+    """
+
+    def __init__(self, classifiers: list[ViTClassifier], images: list[torch.Tensor], labels: list[torch.Tensor],
+                 seeds: list[int], cfg: OptimConfig, augment: AugmentConfig, *, label_smoothing: float = 0.0,
+                 clip: Callable | None = None, callbacks: list[list] | None = None,
+                 forward: str = "bmm") -> None:
+        if not classifiers:
+            raise ValueError("BatchedFinetune needs at least one classifier")
+        task = FinetuneTask(classifiers[0], label_smoothing, forward)
+        self.label_smoothing = label_smoothing
+        self.forward = task.forward
+        super().__init__(task, classifiers, images, labels, seeds, cfg, augment, clip=clip, callbacks=callbacks)
+
+
+class BatchedMAEPretrain(BatchedTrainer):
+    """MAE pretraining of K objectives of one shape in one batched step: model k draws its batch
+    order, augmentation, masking noise and dropout masks from its own generator, seeded with its
+    run's seed as the engine seeds pretraining, in the engine's order."""
+
+    def __init__(self, objectives: list, images: list[torch.Tensor], seeds: list[int], cfg: OptimConfig,
+                 augment: AugmentConfig, *, callbacks: list[list] | None = None) -> None:
+        if not objectives:
+            raise ValueError("BatchedMAEPretrain needs at least one objective")
+        super().__init__(MAEPretrainTask(objectives[0]), objectives, images, None, seeds, cfg, augment,
+                         callbacks=callbacks)
+
+
 # ----- from run configs ---------------------------------------------------------
 def why_not_batched(cfgs: list) -> str | None:
     """Why the fine-tuning of these runs (RunConfigs) cannot share steps, or None when it can:
@@ -507,6 +681,25 @@ def why_not_batched(cfgs: list) -> str | None:
     if len(cfgs) < 2:
         return "only one run"
     for name in ("method", "finetune", "finetune_augment", "model", "data", "compile"):
+        if any(getattr(c, name) != getattr(first, name) for c in cfgs):
+            return f"the runs differ in {name}"
+    if first.compile:
+        return "torch.compile runs one model at a time"
+    if first.model.attn_dropout > 0:
+        return "attention dropout is drawn inside SDPA"
+    return None
+
+
+def why_not_batched_pretraining(cfgs: list) -> str | None:
+    """Why the pretraining of these runs (RunConfigs) cannot share steps, or None when it can:
+    MAE's seeds (either masking) with the same recipe, model, augmentation and data, no
+    torch.compile and no attention dropout. The other objectives pretrain one model a step.
+    A lone run is accepted too: a group's seeds pretrain batched in parts (one per worker), and
+    model k's numbers do not depend on how many share its steps."""
+    first = cfgs[0]
+    if first.method != "mae":
+        return f"batched pretraining is written for MAE only, not {first.method}"
+    for name in ("method", "pretrain", "pretrain_augment", "mae", "model", "data", "compile"):
         if any(getattr(c, name) != getattr(first, name) for c in cfgs):
             return f"the runs differ in {name}"
     if first.compile:

@@ -8,6 +8,11 @@ at a time). A run's ``wall_time_s.finetune`` is its share of the batched phase (
 wall time over the number of models), so the runs' times add up to the job's;
 ``batched_finetune`` in its metrics names the seeds it shared the steps with. The
 semi-supervised stage (``semi.enabled``) runs after the shared fine-tuning, one run at a time.
+
+:func:`pretrain_runs` pretrains several seeds of MAE as one batched model too (the other
+objectives one run at a time), each run's checkpoint, figure, log and resume state as
+:func:`~mnist_ssl.experiment.run.pretrain_run` writes them; a run's ``wall_time_s.pretrain`` is
+then its share of the batched epochs' times in its log (an epoch's time over its models).
 """
 
 from __future__ import annotations
@@ -16,12 +21,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mnist_ssl.engine import batched
+from mnist_ssl.engine import batched, distributed
+from mnist_ssl.engine.checkpoint import atomic_write_text
+from mnist_ssl.engine.resume import RunStart, clear_train_state
 from mnist_ssl.experiment import stages
-from mnist_ssl.experiment.data import RunData
-from mnist_ssl.experiment.run import _pretrained_encoder, finish_run, open_run
-from mnist_ssl.experiment.runtime import seed_everything
-from mnist_ssl.models.vit import ViTClassifier
+from mnist_ssl.experiment.data import RunData, prepare_data
+from mnist_ssl.experiment.run import _pretrained_encoder, _start_log, _start_point, finish_run, open_run, pretrain_run
+from mnist_ssl.experiment.rundir import RunDir
+from mnist_ssl.experiment.runtime import seed_everything, setup
+from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
+from mnist_ssl.objectives.registry import build_objective
 
 
 def run_experiments_batched(cfgs: list, run_dirs: list[str | Path], *, quiet: bool = False, progress=None,
@@ -74,3 +83,61 @@ def run_experiments_batched(cfgs: list, run_dirs: list[str | Path], *, quiet: bo
         results.append(finish_run(opened, r["classifier"], r["frozen"], shared_steps=True,
                                   extra={"batched_finetune": {"seeds": seeds}}, **kw))
     return results
+
+
+def pretrain_runs(cfgs: list, run_dirs: list[str | Path], *, quiet: bool = False, progress=None,
+                  stop_requested: Callable[[], bool] = lambda: False, data: RunData | None = None,
+                  resume: bool = False) -> float:
+    """The pretraining of several runs, as :func:`~mnist_ssl.experiment.run.pretrain_run` does each
+    (the same initialisation, draws, checkpoint, figure, reconstruction check and log), batched
+    when :func:`mnist_ssl.engine.batched.why_not_batched_pretraining` accepts them (a lone run
+    too, so that a seed's numbers do not depend on how a group's seeds were split over workers),
+    else one after another; ``data``: the sample of a lone run. -> the seconds it pretrained now."""
+    if batched.why_not_batched_pretraining(cfgs) is not None:
+        return sum(pretrain_run(c, d, quiet=quiet, progress=progress, stop_requested=stop_requested,
+                                data=data if len(cfgs) == 1 else None, resume=resume)
+                   for c, d in zip(cfgs, run_dirs))
+    runs = []
+    for cfg, run_dir in zip(cfgs, run_dirs):
+        cfg.validate()
+        run = RunDir(run_dir)
+        run.path.mkdir(parents=True, exist_ok=True)
+        device = setup(cfg)
+        start = _start_point(cfg, run) if resume else RunStart()
+        if start.from_pretrained or (start.state is not None and start.state["meta"]["phase"] == "finetune"):
+            continue  # its pretraining had finished
+        seed_everything(cfg.seed)  # then the sample, the encoder and the decoder, as pretrain_run draws them
+        run_data = prepare_data(cfg, device)
+        atomic_write_text(run.config, cfg.to_json())
+        _start_log(run, start)
+        objective = build_objective(cfg, ViTEncoder(cfg.model).to(device)).to(device)
+        runs.append(dict(cfg=cfg, run=run, data=run_data, objective=objective, saved=start.state))
+    if len({len(r["data"].pretrain_images) for r in runs}) > 1:  # pools of other sizes: one at a time
+        return sum(pretrain_run(r["cfg"], r["run"].path, quiet=quiet, progress=progress,
+                                stop_requested=stop_requested, resume=resume) for r in runs)
+    groups: dict[int, list[dict]] = {}  # as in fine-tuning: runs saved at other epochs train apart
+    for r in runs:
+        groups.setdefault(r["saved"]["meta"]["epoch"] if r["saved"] else 0, []).append(r)
+    t0 = time.perf_counter()
+    for group in groups.values():
+        first = group[0]["cfg"]
+        callbacks = [stages.run_callbacks(r["cfg"], r["run"].log, f"{r['objective'].loss_label} (seed {r['cfg'].seed})",
+                                          quiet, progress) for r in group]
+        trainer = batched.BatchedMAEPretrain([r["objective"] for r in group],
+                                             [r["data"].pretrain_images for r in group],
+                                             [r["cfg"].seed for r in group], first.pretrain, first.pretrain_augment,
+                                             callbacks=callbacks)
+        if group[0]["saved"] is not None:
+            trainer.resume([r["saved"] for r in group])
+        trainer.train(stop_requested)
+    seconds = time.perf_counter() - t0
+    for r in runs:
+        cfg, run, objective, run_data = r["cfg"], r["run"], r["objective"], r["data"]
+        objective.eval()
+        if distributed.is_main():
+            stages.save_pretrained(cfg, objective, run.pretrained, run_data.classes)
+            stages.pretraining_figure(cfg, objective, run_data.test_images, run.figure)
+            stages.save_reconstruction_check(
+                stages.reconstruction_check(objective, run_data.train_images, run_data.test_images), run.reconstruction)
+        clear_train_state(run.path)  # as pretrain_run: the checkpoint and the log lines are written
+    return seconds

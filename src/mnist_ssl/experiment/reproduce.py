@@ -138,18 +138,26 @@ def _plan(configs: dict[str, RunConfig], job: JobDir, seed_list: list[int], base
 def _batched(plan: list, configs: dict[str, RunConfig], n_train: int, jobs: int) -> list:
     """The plan with each method's unfinished runs (``run.batch_models``, more than one) as one
     RunGroup, whose fine-tuning shares its steps: the groups first, in the methods' order, then
-    what stays one item (a single run, kept results, the baselines), in the plan's order. With
-    ``jobs`` > 1 each group's pretrainings come before it as items of their own, so that a
-    method's seeds pretrain on several workers at once (one worker would take them in turn)."""
-    from mnist_ssl.engine.batched import why_not_batched
+    what stays one item (a single run, kept results, the baselines), in the plan's order. A
+    group's pretrainings come before it as items of their own, so that its seeds pretrain on
+    ``jobs`` workers at once: MAE's seeds (which pretrain batched) in ``jobs`` batched parts, the
+    other methods' one seed an item (with one worker, those pretrain inside the group)."""
+    from mnist_ssl.engine.batched import why_not_batched, why_not_batched_pretraining
 
     items, grouped = [], set()
     for method in configs:
         tasks = [t for t in plan if isinstance(t, RunTask) and t.method == method]
         if len(tasks) > 1 and tasks[0].cfg.run.batch_models and why_not_batched([t.cfg for t in tasks]) is None:
             pretrains = []
-            if jobs > 1 and get_method(method).build is not None:
-                pretrains = [PretrainTask(t, t.steps - _steps(t.cfg, n_train, False)) for t in tasks]
+            if get_method(method).build is not None:
+                if why_not_batched_pretraining([t.cfg for t in tasks]) is None:
+                    parts = [tasks[i::jobs] for i in range(min(jobs, len(tasks)))]
+                elif jobs > 1:
+                    parts = [[t] for t in tasks]
+                else:
+                    parts = []
+                pretrains = [PretrainTask(part, sum(t.steps - _steps(t.cfg, n_train, False) for t in part))
+                             for part in parts]
             items += [*pretrains, RunGroup(tasks, after=pretrains)]
             grouped |= {id(t) for t in tasks}
     return items + [item for item in plan if id(item) not in grouped]

@@ -196,7 +196,10 @@ def _pretrained_encoder(cfg: RunConfig, run: RunDir, data: RunData, start: RunSt
         if get_method(cfg.method).build is not None:
             encoder = load_encoder(run.pretrained_weights)[0].to(device)
             records = [json.loads(line) for line in start.log]
-            times["pretrain"] = sum(r.get("time_s", 0.0) for r in records if r.get("phase") == "pretrain")
+            # A batched epoch's time was shared by its models: each run counts its share, so
+            # that the runs' times add up to the job's.
+            times["pretrain"] = sum(r.get("time_s", 0.0) / r.get("batched_models", 1)
+                                    for r in records if r.get("phase") == "pretrain")
         return encoder
     t0 = time.perf_counter()
     objective = stages.pretrain(

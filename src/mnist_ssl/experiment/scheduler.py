@@ -78,32 +78,36 @@ class RunTask:
 
 @dataclass
 class PretrainTask:
-    """The pretraining of one run of a :class:`RunGroup`, as its own plan item: a group's seeds
-    pretrain on several workers at once, and the group fine-tunes them batched afterwards from
-    the encoders they saved. Its result is None (its time goes to the run's metrics)."""
+    """The pretraining of runs of a :class:`RunGroup`, as a plan item of its own: a group's seeds
+    pretrain on several workers at once (MAE's seeds of one item as one batched model,
+    experiment/batched_runs.py ``pretrain_runs``), and the group fine-tunes them batched
+    afterwards from the encoders they saved. Its result is the seconds it pretrained (the time
+    goes to the runs' metrics)."""
 
-    task: RunTask
+    tasks: list
     steps: int
 
     @property
     def method(self) -> str:
-        return self.task.method
+        return self.tasks[0].method
 
     @property
-    def seed(self) -> int:
-        return self.task.seed
+    def seed(self) -> int | str:
+        return self.tasks[0].seed if len(self.tasks) == 1 else ", ".join(str(t.seed) for t in self.tasks)
 
     @property
     def cfg(self):
-        return self.task.cfg
+        return self.tasks[0].cfg
 
     @property
     def run(self) -> RunDir:
-        return self.task.run
+        return self.tasks[0].run
 
     @property
     def label(self) -> str:
-        return f"{self.task.label} (pretraining)"
+        if len(self.tasks) == 1:
+            return f"{self.tasks[0].label} (pretraining)"
+        return f"{self.method}, seeds {self.seed} (pretraining, batched)"
 
 
 @dataclass
@@ -141,10 +145,10 @@ def execute(item, *, quiet: bool, progress, stop_requested, resume: bool, data=N
     """Run a RunTask (-> its metrics), a RunGroup (-> its runs' metrics) or a PretrainTask
     (-> its pretraining seconds)."""
     if isinstance(item, PretrainTask):
-        from mnist_ssl.experiment.run import pretrain_run
+        from mnist_ssl.experiment.batched_runs import pretrain_runs
 
-        return pretrain_run(item.cfg, item.run.path, quiet=quiet, progress=progress, stop_requested=stop_requested,
-                            data=data, resume=resume)
+        return pretrain_runs([t.cfg for t in item.tasks], [t.run.path for t in item.tasks], quiet=quiet,
+                             progress=progress, stop_requested=stop_requested, data=data, resume=resume)
     if isinstance(item, RunGroup):
         from mnist_ssl.experiment.batched_runs import run_experiments_batched
 
@@ -362,7 +366,8 @@ class InProcessWorker:
         from mnist_ssl.experiment.runtime import resolve_device
 
         state = self.state
-        if isinstance(task, (RunTask, PretrainTask)):
+        one_sample = isinstance(task, RunTask) or (isinstance(task, PretrainTask) and len(task.tasks) == 1)
+        if one_sample:
             key = (task.seed, json.dumps(task.cfg.data.__dict__, sort_keys=True))
             if key != self._data_key:
                 self._data, self._data_key = prepare_data(task.cfg, resolve_device(task.cfg.device)), key
@@ -374,7 +379,7 @@ class InProcessWorker:
         future: Future = Future()
         future.set_result(_run_outcome(lambda: execute(
             task, quiet=state.quiet, progress=state.progress, stop_requested=state.stop, resume=self.resume,
-            data=self._data if isinstance(task, (RunTask, PretrainTask)) else None)))
+            data=self._data if one_sample else None)))
         state.counted[slot] = task.steps  # the run drew its steps on the bar itself
         return future
 
@@ -513,8 +518,8 @@ def _worker_stop() -> bool:
 
 
 def _worker_run(runs: list[tuple[dict, str]], kind: str, resume: bool, slot: int) -> tuple[str, object]:
-    """One (method, seed) run ("run"), a RunGroup of them ("group") or one run's pretraining
-    ("pretrain"), in a worker, as :func:`_run_outcome` reports it. runs: (config dict, run
+    """One (method, seed) run ("run"), a RunGroup of them ("group") or the pretraining of some
+    of a group's runs ("pretrain"), in a worker, as :func:`_run_outcome` reports it. runs: (config dict, run
     folder) of each run; ``resume`` here already says whether a group continues from saved encoders."""
     from mnist_ssl.experiment.rundir import RunDir
     from mnist_ssl.experiment.runtime import setup_threads
@@ -524,7 +529,7 @@ def _worker_run(runs: list[tuple[dict, str]], kind: str, resume: bool, slot: int
     for cfg_dict, run_dir in runs:
         cfg = RunConfig.from_dict(cfg_dict)
         tasks.append(RunTask(cfg.method, cfg.seed, cfg, RunDir(run_dir), 0))
-    item = RunGroup(tasks) if kind == "group" else PretrainTask(tasks[0], 0) if kind == "pretrain" else tasks[0]
+    item = RunGroup(tasks) if kind == "group" else PretrainTask(tasks, 0) if kind == "pretrain" else tasks[0]
     setup_threads(tasks[0].cfg.threads or 1)  # one torch thread per process unless the config says more
     if _worker_stop():
         return "interrupted", ("reproduce", 0, f"interrupted before {item.label}")

@@ -61,20 +61,31 @@ class MAEConfig:
             )
 
 
+def num_visible(num_patches: int, mask_ratio: float) -> int:
+    """Patches the masking keeps visible: round(N * (1 - ratio)), at least 1 and at most N - 1."""
+    return max(1, min(num_patches - 1, int(round(num_patches * (1 - mask_ratio)))))
+
+
 def random_masking(batch: int, num_patches: int, mask_ratio: float, device: torch.device):
     """Per-sample random masking by shuffling noise (the MAE reference's method).
 
     Returns
-        keep_idx: (B, K) indices of visible patches, K = round(N * (1 - ratio)), at least 1
+        keep_idx: (B, K) indices of visible patches, K = :func:`num_visible`
         mask: (B, N) float, 1 = masked, 0 = visible, in the original patch order
         restore_idx: (B, N) permutation that puts [visible, masked] back in patch order
     """
-    num_keep = max(1, min(num_patches - 1, int(round(num_patches * (1 - mask_ratio)))))
     noise = torch.rand(batch, num_patches, device=device)
+    return masking_from_noise(noise, num_visible(num_patches, mask_ratio))
+
+
+def masking_from_noise(noise: torch.Tensor, num_keep: int):
+    """:func:`random_masking`'s outputs from its noise (B, N): the ``num_keep`` patches of
+    lowest noise stay visible. Split out so that batched training draws each model's noise
+    from its own generator (engine/batched.py)."""
     shuffle_idx = torch.argsort(noise, dim=1)
     restore_idx = torch.argsort(shuffle_idx, dim=1)
     keep_idx = shuffle_idx[:, :num_keep]
-    mask = torch.ones(batch, num_patches, device=device)
+    mask = torch.ones_like(noise)
     mask[:, :num_keep] = 0
     mask = torch.gather(mask, 1, restore_idx)
     return keep_idx, mask, restore_idx
@@ -158,6 +169,11 @@ class MAE(Objective):
         else:
             self.decoder = MaskDecoder(encoder, cfg.decoder_dim, cfg.decoder_depth,
                                        cfg.decoder_heads, encoder.cfg.mlp_ratio)
+
+    @property
+    def num_keep(self) -> int:
+        """Visible patches per image."""
+        return num_visible(self.encoder.num_patches, self.cfg.mask_ratio)
 
     # ----- the method's stages ------------------------------------------
     def masking(self, batch: int, device: torch.device):

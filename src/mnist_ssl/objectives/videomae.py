@@ -28,7 +28,7 @@ import torch
 from mnist_ssl.config import check_choice, check_positive, check_ratio
 from mnist_ssl.models.vit import ViTEncoder
 from mnist_ssl.objectives.base import Objective, ObjectiveOutput, figure_pixels
-from mnist_ssl.objectives.mae import MAE, MaskDecoder, random_masking
+from mnist_ssl.objectives.mae import MAE, MaskDecoder, num_visible, random_masking
 
 
 # The recipe unless told otherwise: the section's defaults are the document's (random masking,
@@ -57,11 +57,6 @@ class VideoMAEConfig:
         check_choice(self, "loss", ("l1", "mse"), where=where)
         check_ratio(self.mask_ratio, f"{where}.mask_ratio")
         check_positive(self, "decoder_dim", "decoder_heads", where=where)
-
-
-def num_visible(num_patches: int, mask_ratio: float) -> int:
-    """Visible tokens out of ``num_patches`` (as :func:`random_masking` counts): at least 1, at most N - 1."""
-    return max(1, min(num_patches - 1, int(round(num_patches * (1 - mask_ratio)))))
 
 
 def tube_masking(batch: int, time_steps: int, spatial: int, mask_ratio: float, device: torch.device):
