@@ -521,7 +521,10 @@ def cmd_job(args) -> None:
         compare.append({"method": key[0], "seed": key[1], "accuracy_batched": b["accuracy"],
                         "accuracy_one_at_a_time": a["accuracy"],
                         "test_images_difference": round((b["accuracy"] - a["accuracy"]) * (b.get("n_test") or 0)),
-                        "batched_with": (b.get("batched_finetune") or {}).get("seeds")})
+                        "batched_with": (b.get("batched_finetune") or {}).get("seeds"),
+                        # what the pretraining left, batched and one at a time (MAE's is batched too)
+                        "linear_probe_cv": [(r.get("linear_probe_cv") or {}).get("accuracy") for r in (b, a)],
+                        "masked_mse": [(r.get("reconstruction") or {}).get("masked_mse") for r in (b, a)]})
     result = {"command": " ".join(["benchmarks/bench_batched.py", "job", "--"] + args.job_args),
               "machine": C.machine(1), "load_avg_after": C.load(), "wall_s": walls, "runs": compare}
     lines = "\n".join(f"| {r['method']} | {r['seed']} | {100 * r['accuracy_batched']:.2f} | "

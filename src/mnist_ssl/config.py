@@ -236,8 +236,9 @@ class JobOptions:
     """How a job with several runs trains them."""
 
     # Several seeds of one method fine-tuned as one batched model (engine/batched.py), in
-    # reproduce and in label-efficiency (a budget's seeds): each run as if alone, up to rounding
-    # (within 2 test images a seed, docs/benchmarks.md); false: one run at a time.
+    # reproduce and in label-efficiency (a budget's seeds), and MAE's seeds pretrained as one in
+    # reproduce: each run as if alone, up to rounding (within 2 test images a seed,
+    # docs/benchmarks.md); false: one run at a time through the one-model engine.
     batch_models: bool = True
     # --log tensorboard: each run's per-epoch scalars and evaluations also as TensorBoard events
     # in <run>/tensorboard/ (the tensorboard package, an optional extra); log.jsonl stays the record.

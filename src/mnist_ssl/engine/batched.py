@@ -1,4 +1,8 @@
-"""K fine-tuning runs of one shape trained as one model: weights with a leading model dimension.
+"""K training runs of one shape trained as one model: weights with a leading model dimension.
+
+Fine-tuning (:class:`BatchedFinetune`, every method) and MAE pretraining
+(:class:`BatchedMAEPretrain`, either masking) share one trainer, :class:`BatchedTrainer`; what
+differs is the task: its loss on the stacked weights and the random draws it makes per model.
 
 A fine-tuning step at the default size (batch 8, width 64) is bound by per-step overhead
 (Python, dispatch, many small kernels), not by arithmetic. The seeds of one method are the
@@ -9,10 +13,11 @@ product (``torch.baddbmm``), and one backward pass and one optimiser step serve 
 What stays per model, so that model k's run does not depend on which models share its step:
 
 - its sample (images, labels) and initialisation (the classifier it was given, LP-FT head included);
-- its random draws: batch order, augmentation and dropout masks come from model k's own
-  ``torch.Generator``, drawn outside the batched forward pass and passed in. The generator is
-  seeded as the one-model engine seeds torch's global RNG (``seed + 1``) and draws in the same
-  order with the same functions, so model k sees the numbers the one-model run sees;
+- its random draws: batch order, augmentation, MAE's masking noise and dropout masks come
+  from model k's own ``torch.Generator``, drawn outside the batched forward pass and passed in.
+  The generator is seeded as the one-model engine seeds torch's global RNG (``seed + 1`` for
+  fine-tuning, ``seed`` for pretraining) and draws in the same order with the same functions,
+  so model k sees the numbers the one-model run sees;
 - its loss (the losses are summed: model k's gradient is that of its own loss alone), its
   gradient clipping (the norm over model k's gradients only), and Adam/AdamW (elementwise,
   so one optimiser over stacked weights is K optimisers);
@@ -501,7 +506,7 @@ class BatchedTrainer:
         if len(sizes) != 1:
             raise ValueError(f"the batched models need samples of one size, got {sorted(sizes)}")
         shapes = [[tuple(p.shape) for p in c.parameters()] for c in nets]
-        cfgs = [(c.encoder if hasattr(c, "encoder") else c).cfg for c in nets]
+        cfgs = [(c.encoder.cfg, c.cfg) for c in nets]  # the encoder's, and an objective's own (MAE's ratio, loss)
         if any(s != shapes[0] for s in shapes) or any(c != cfgs[0] for c in cfgs):
             raise ValueError("the batched models must have the same architecture")
         self.task = task

@@ -139,9 +139,12 @@ def _batched(plan: list, configs: dict[str, RunConfig], n_train: int, jobs: int)
     """The plan with each method's unfinished runs (``run.batch_models``, more than one) as one
     RunGroup, whose fine-tuning shares its steps: the groups first, in the methods' order, then
     what stays one item (a single run, kept results, the baselines), in the plan's order. A
-    group's pretrainings come before it as items of their own, so that its seeds pretrain on
-    ``jobs`` workers at once: MAE's seeds (which pretrain batched) in ``jobs`` batched parts, the
-    other methods' one seed an item (with one worker, those pretrain inside the group)."""
+    group's pretrainings come before it as items of their own: with one worker MAE's seeds as one
+    batched model (the other methods' seeds pretrain inside the group, one after another); with
+    ``jobs`` > 1 one seed an item, so that the seeds pretrain on several workers at once (MAE's
+    still through the batched engine, whose model k is the same alone or with others: the
+    numbers do not depend on ``jobs``; on the CPU batching pretraining gains nothing, on a
+    GPU, where --jobs defaults to 1, it turns K small steps into one)."""
     from mnist_ssl.engine.batched import why_not_batched, why_not_batched_pretraining
 
     items, grouped = [], set()
@@ -150,8 +153,8 @@ def _batched(plan: list, configs: dict[str, RunConfig], n_train: int, jobs: int)
         if len(tasks) > 1 and tasks[0].cfg.run.batch_models and why_not_batched([t.cfg for t in tasks]) is None:
             pretrains = []
             if get_method(method).build is not None:
-                if why_not_batched_pretraining([t.cfg for t in tasks]) is None:
-                    parts = [tasks[i::jobs] for i in range(min(jobs, len(tasks)))]
+                if jobs == 1 and why_not_batched_pretraining([t.cfg for t in tasks]) is None:
+                    parts = [tasks]
                 elif jobs > 1:
                     parts = [[t] for t in tasks]
                 else:
