@@ -682,10 +682,16 @@ def why_not_batched(cfgs: list) -> str | None:
     """Why the fine-tuning of these runs (RunConfigs) cannot share steps, or None when it can:
     one method's seeds with the same recipe, model and augmentation, no torch.compile and no
     attention dropout."""
-    first = cfgs[0]
     if len(cfgs) < 2:
         return "only one run"
-    for name in ("method", "finetune", "finetune_augment", "model", "data", "compile"):
+    return _why_not_shared(cfgs, ("method", "finetune", "finetune_augment", "model", "data", "compile"))
+
+
+def _why_not_shared(cfgs: list, sections: tuple[str, ...]) -> str | None:
+    """What keeps runs from sharing steps whatever the phase: a config section that differs,
+    torch.compile, attention dropout (drawn inside SDPA); None when nothing does."""
+    first = cfgs[0]
+    for name in sections:
         if any(getattr(c, name) != getattr(first, name) for c in cfgs):
             return f"the runs differ in {name}"
     if first.compile:
@@ -701,17 +707,9 @@ def why_not_batched_pretraining(cfgs: list) -> str | None:
     torch.compile and no attention dropout. The other objectives pretrain one model a step.
     A lone run is accepted too: a group's seeds pretrain batched in parts (one per worker), and
     model k's numbers do not depend on how many share its steps."""
-    first = cfgs[0]
-    if first.method != "mae":
-        return f"batched pretraining is written for MAE only, not {first.method}"
-    for name in ("method", "pretrain", "pretrain_augment", "mae", "model", "data", "compile"):
-        if any(getattr(c, name) != getattr(first, name) for c in cfgs):
-            return f"the runs differ in {name}"
-    if first.compile:
-        return "torch.compile runs one model at a time"
-    if first.model.attn_dropout > 0:
-        return "attention dropout is drawn inside SDPA"
-    return None
+    if cfgs[0].method != "mae":
+        return f"batched pretraining is written for MAE only, not {cfgs[0].method}"
+    return _why_not_shared(cfgs, ("method", "pretrain", "pretrain_augment", "mae", "model", "data", "compile"))
 
 
 def from_runs(cfgs: list, classifiers: list[ViTClassifier], images: list[torch.Tensor],

@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mnist_ssl.engine import batched, distributed
-from mnist_ssl.engine.checkpoint import atomic_write_text
-from mnist_ssl.engine.resume import RunStart, clear_train_state
+from mnist_ssl.engine import batched
+from mnist_ssl.engine.resume import clear_train_state
 from mnist_ssl.experiment import stages
-from mnist_ssl.experiment.data import RunData, prepare_data
-from mnist_ssl.experiment.run import _pretrained_encoder, _start_log, _start_point, finish_run, open_run, pretrain_run
-from mnist_ssl.experiment.rundir import RunDir
-from mnist_ssl.experiment.runtime import seed_everything, setup
+from mnist_ssl.experiment.data import RunData
+from mnist_ssl.experiment.run import (_pretrained_encoder, finish_run, open_pretraining, open_run, pretrain_run,
+                                      save_pretraining)
+from mnist_ssl.experiment.runtime import seed_everything
 from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
 from mnist_ssl.objectives.registry import build_objective
 
@@ -99,17 +98,11 @@ def pretrain_runs(cfgs: list, run_dirs: list[str | Path], *, quiet: bool = False
                    for c, d in zip(cfgs, run_dirs))
     runs = []
     for cfg, run_dir in zip(cfgs, run_dirs):
-        cfg.validate()
-        run = RunDir(run_dir)
-        run.path.mkdir(parents=True, exist_ok=True)
-        device = setup(cfg)
-        start = _start_point(cfg, run) if resume else RunStart()
-        if start.from_pretrained or (start.state is not None and start.state["meta"]["phase"] == "finetune"):
+        opened = open_pretraining(cfg, run_dir, resume=resume)
+        if opened is None:
             continue  # its pretraining had finished
-        seed_everything(cfg.seed)  # then the sample, the encoder and the decoder, as pretrain_run draws them
-        run_data = prepare_data(cfg, device)
-        atomic_write_text(run.config, cfg.to_json())
-        _start_log(run, start)
+        run, start, run_data = opened
+        device = run_data.pretrain_images.device  # the encoder, then the decoder, as pretrain_run builds them
         objective = build_objective(cfg, ViTEncoder(cfg.model).to(device)).to(device)
         runs.append(dict(cfg=cfg, run=run, data=run_data, objective=objective, saved=start.state))
     if len({len(r["data"].pretrain_images) for r in runs}) > 1:  # pools of other sizes: one at a time
@@ -134,10 +127,6 @@ def pretrain_runs(cfgs: list, run_dirs: list[str | Path], *, quiet: bool = False
     for r in runs:
         cfg, run, objective, run_data = r["cfg"], r["run"], r["objective"], r["data"]
         objective.eval()
-        if distributed.is_main():
-            stages.save_pretrained(cfg, objective, run.pretrained, run_data.classes)
-            stages.pretraining_figure(cfg, objective, run_data.test_images, run.figure)
-            stages.save_reconstruction_check(
-                stages.reconstruction_check(objective, run_data.train_images, run_data.test_images), run.reconstruction)
+        save_pretraining(cfg, run, objective, run_data)
         clear_train_state(run.path)  # as pretrain_run: the checkpoint and the log lines are written
     return seconds

@@ -120,6 +120,35 @@ def finish_run(opened: OpenRun, classifier: ViTClassifier, frozen: dict, *, quie
     return metrics
 
 
+def open_pretraining(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
+                     data: RunData | None = None) -> tuple[RunDir, RunStart, RunData] | None:
+    """A run's folder, start point and sample for its pretraining alone, its config written and
+    its log started, torch's RNG seeded as the run seeds it before its encoder is built; None
+    when ``resume`` finds its pretraining finished."""
+    cfg.validate()
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    device = setup(cfg)
+    start = _start_point(cfg, run) if resume else RunStart()
+    if start.from_pretrained or (start.state is not None and start.state["meta"]["phase"] == "finetune"):
+        return None
+    seed_everything(cfg.seed)
+    data = data if data is not None else prepare_data(cfg, device)
+    atomic_write_text(run.config, cfg.to_json())
+    _start_log(run, start)
+    return run, start, data
+
+
+def save_pretraining(cfg: RunConfig, run: RunDir, objective, data: RunData) -> None:
+    """What a finished pretraining leaves in its run folder: the checkpoint, the method's figure
+    and, for a masked method, the reconstruction check (on the main process only)."""
+    if distributed.is_main():
+        stages.save_pretrained(cfg, objective, run.pretrained, data.classes)
+        stages.pretraining_figure(cfg, objective, data.test_images, run.figure)
+        stages.save_reconstruction_check(
+            stages.reconstruction_check(objective, data.train_images, data.test_images), run.reconstruction)
+
+
 def pretrain_run(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False, progress=None,
                  stop_requested: Callable[[], bool] = lambda: False, data: RunData | None = None,
                  resume: bool = False) -> float:
@@ -127,17 +156,10 @@ def pretrain_run(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False, pr
     random draws, checkpoint, figure and log lines), so that a later ``run_experiment`` or batched
     fine-tuning with ``resume`` continues from its encoder. ``resume``: a pretraining that had
     finished is kept, one that had stopped continues. -> the seconds it pretrained now."""
-    cfg.validate()
-    run = RunDir(run_dir)
-    run.path.mkdir(parents=True, exist_ok=True)
-    device = setup(cfg)
-    start = _start_point(cfg, run) if resume else RunStart()
-    if start.from_pretrained or (start.state is not None and start.state["meta"]["phase"] == "finetune"):
+    opened = open_pretraining(cfg, run_dir, resume=resume, data=data)
+    if opened is None:
         return 0.0
-    seed_everything(cfg.seed)
-    data = data if data is not None else prepare_data(cfg, device)
-    atomic_write_text(run.config, cfg.to_json())
-    _start_log(run, start)
+    run, start, data = opened
     times: dict[str, float] = {}
     _pretrained_encoder(cfg, run, data, start, times, quiet=quiet, progress=progress, stop_requested=stop_requested)
     # The checkpoint and every pretraining line are written: the last epoch's resume state would
@@ -208,11 +230,7 @@ def _pretrained_encoder(cfg: RunConfig, run: RunDir, data: RunData, start: RunSt
     if objective is None:
         return encoder
     times["pretrain"] = time.perf_counter() - t0
-    if distributed.is_main():
-        stages.save_pretrained(cfg, objective, run.pretrained, data.classes)
-        stages.pretraining_figure(cfg, objective, data.test_images, run.figure)
-        stages.save_reconstruction_check(
-            stages.reconstruction_check(objective, data.train_images, data.test_images), run.reconstruction)
+    save_pretraining(cfg, run, objective, data)
     return encoder
 
 
