@@ -205,27 +205,14 @@ def _models(K: int, n: int = 300):
     return out
 
 
-def _one_model_stepper(run, cfg, augment_cfg):
-    """The one-model engine's fine-tuning step (engine/loop.py's body) on model ``run``."""
-    from mnist_ssl.data.augment import Augmenter
+def _engine_stepper(module, cfg, steps_per_epoch: int, flop_step):
+    """engine/loop.py's step around ``flop_step`` (forward and backward of one batch): the
+    optimiser and schedule the engine makes for ``module``."""
     from mnist_ssl.engine.optim import make_optimizer, make_schedule
-    from mnist_ssl.objectives.supervised import Supervised
 
-    clf, images, labels = run
-    module = Supervised(clf)
     module.train()
     opt = make_optimizer(module, cfg, torch.device("cpu"))
-    sched = make_schedule(opt, cfg, 38)
-    augment = Augmenter(augment_cfg)
-
-    def batch():
-        idx = torch.randperm(len(images))[:cfg.batch_size]
-        return idx
-
-    def flop_step():
-        idx = batch()
-        out = module([augment(images[idx].float().div_(255.0))], labels[idx])
-        out.loss.backward()
+    sched = make_schedule(opt, cfg, steps_per_epoch)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -236,27 +223,42 @@ def _one_model_stepper(run, cfg, augment_cfg):
     return step, flop_step, module
 
 
+def _one_model_stepper(run, cfg, augment_cfg):
+    """The one-model engine's fine-tuning step (engine/loop.py's body) on model ``run``."""
+    from mnist_ssl.data.augment import Augmenter
+    from mnist_ssl.objectives.supervised import Supervised
+
+    clf, images, labels = run
+    module = Supervised(clf)
+    augment = Augmenter(augment_cfg)
+
+    def flop_step():
+        idx = torch.randperm(len(images))[:cfg.batch_size]
+        module([augment(images[idx].float().div_(255.0))], labels[idx]).loss.backward()
+
+    return _engine_stepper(module, cfg, 38, flop_step)
+
+
+def _trainer_stepper(trainer, cfg):
+    """A batched trainer's step (engine/batched.py), and its forward and backward alone."""
+    for m in trainer.models:
+        m.net.train()
+
+    def batch():
+        return [torch.randperm(trainer.n, generator=m.generator)[:cfg.batch_size] for m in trainer.models]
+
+    def flop_step():
+        x, draws, y = trainer._views(batch())
+        trainer.task.loss(trainer.params.views(), x, y, draws)[0].sum().backward()
+
+    return (lambda: trainer.train_step(batch())), flop_step, trainer
+
+
 def _batched_stepper(runs, cfg, augment_cfg, forward: str):
     from mnist_ssl.engine.batched import BatchedFinetune
 
-    bf = BatchedFinetune([r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs],
-                         list(range(len(runs))), cfg, augment_cfg, forward=forward)
-    for m in bf.models:
-        m.classifier.train()
-
-    def batch():
-        return [torch.randperm(bf.n, generator=m.generator)[:cfg.batch_size] for m in bf.models]
-
-    def flop_step():
-        x, masks, y = bf._views(batch())
-        logits = bf.forward(bf.template, bf.params.views(), x, masks)
-        K, B, C = logits.shape
-        torch.nn.functional.cross_entropy(logits.reshape(K * B, C), y.reshape(K * B)).backward()
-
-    def step():
-        bf.train_step(batch())
-
-    return step, flop_step, bf
+    return _trainer_stepper(BatchedFinetune([r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs],
+                                            list(range(len(runs))), cfg, augment_cfg, forward=forward), cfg)
 
 
 def _mae_runs(K: int, n: int = 300):
@@ -278,44 +280,20 @@ def _mae_runs(K: int, n: int = 300):
 
 def _one_model_pretrain_stepper(run, cfg, augment_cfg):
     """The one-model engine's pretraining step (engine/loop.py's body) on objective ``run``."""
-    from mnist_ssl.engine.optim import make_optimizer, make_schedule
-
     module, images, _ = run
-    module.train()
-    opt = make_optimizer(module, cfg, torch.device("cpu"))
-    sched = make_schedule(opt, cfg, -(-len(images) // cfg.batch_size))
 
     def flop_step():
         idx = torch.randperm(len(images))[:cfg.batch_size]
         module([images[idx].float().div_(255.0)]).loss.backward()
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        flop_step()
-        opt.step()
-        sched.step()
-
-    return step, flop_step, module
+    return _engine_stepper(module, cfg, -(-len(images) // cfg.batch_size), flop_step)
 
 
 def _batched_pretrain_stepper(runs, cfg, augment_cfg, forward: str):
     from mnist_ssl.engine.batched import BatchedMAEPretrain
 
-    bp = BatchedMAEPretrain([r[0] for r in runs], [r[1] for r in runs], list(range(len(runs))), cfg, augment_cfg)
-    for m in bp.models:
-        m.net.train()
-
-    def batch():
-        return [torch.randperm(bp.n, generator=m.generator)[:cfg.batch_size] for m in bp.models]
-
-    def flop_step():
-        x, draws, y = bp._views(batch())
-        bp.task.loss(bp.params.views(), x, y, draws)[0].sum().backward()
-
-    def step():
-        bp.train_step(batch())
-
-    return step, flop_step, bp
+    return _trainer_stepper(BatchedMAEPretrain([r[0] for r in runs], [r[1] for r in runs], list(range(len(runs))),
+                                               cfg, augment_cfg), cfg)
 
 
 def _count_flops(flop_step) -> int:
