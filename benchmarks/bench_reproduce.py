@@ -80,7 +80,9 @@ def main() -> None:
     load_before = C.load()
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(args.keep) if args.keep else Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "mnist_ssl", "reproduce", "--seeds", "1", "--out", str(run), "--quiet",
+        # One seed unless the extra arguments ask for more (printing both would misquote the command).
+        seeds = [] if any(a == "--seeds" or a.startswith("--seeds=") for a in args.extra) else ["--seeds", "1"]
+        cmd = [sys.executable, "-m", "mnist_ssl", "reproduce", *seeds, "--out", str(run), "--quiet",
                "--threads", str(args.threads), *args.extra]
         peak = {"sum_kb": 0, "pss_kb": 0, "one_kb": 0, "procs": 0}
         t0 = time.perf_counter()
@@ -104,7 +106,7 @@ def main() -> None:
                                "peak_one_process_rss_mb": round(peak["one_kb"] / 1024, 1),
                                "max_processes": peak["procs"], "period_s": 0.5},
               "runs": runs}
-    lines = [f"`mnist-ssl reproduce --seeds 1 {' '.join(args.extra)}` ({args.threads} thread(s)): {wall:.1f} s wall "
+    lines = [f"`mnist-ssl reproduce {' '.join(seeds + args.extra)}` ({args.threads} thread(s)): {wall:.1f} s wall "
              f"(job's own clock {metrics['wall_time_s']} s), peak RSS {peak_mb:.0f} MB (ru_maxrss, largest "
              f"process waited for); sampled process tree: peak sum of PSS {peak['pss_kb'] / 1024:.0f} MB (of RSS "
              f"{peak['sum_kb'] / 1024:.0f} MB), largest process "
