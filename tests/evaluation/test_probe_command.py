@@ -78,6 +78,26 @@ def test_pooled_features_are_the_cls_and_mean_patch_tokens():
         extract_features(enc, x, pool="max")
 
 
+def test_last4_features_are_each_blocks_cls_and_mean_through_the_final_norm():
+    torch.manual_seed(0)
+    enc = ViTEncoder(ModelConfig(dim=16, depth=5, heads=2)).eval()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        h = torch.cat([enc.cls_token.expand(4, -1, -1), enc.tokens(x)], 1)
+        per_block = []
+        for block in enc.blocks:
+            h = block(h)
+            n = enc.norm(h)
+            per_block.append(torch.cat([n[:, 0], n[:, 1:].mean(1)], 1))
+    feats = extract_features(enc, x, pool="last4")
+    assert feats.shape == (4, 2 * 16 * 4)  # blocks 2-5 of 5
+    torch.testing.assert_close(feats, torch.cat(per_block[1:], 1))
+    # The last block's part is the cls+mean feature; a shallower encoder gives all its blocks.
+    torch.testing.assert_close(feats[:, -32:], extract_features(enc, x, pool="cls+mean"))
+    shallow = ViTEncoder(ModelConfig(dim=16, depth=2, heads=2)).eval()
+    assert extract_features(shallow, x, pool="last4").shape == (4, 2 * 16 * 2)
+
+
 def test_holdout_chooses_C_on_training_rows_only():
     rng = np.random.default_rng(0)
     xtr, ytr = rng.normal(size=(120, 5)), np.repeat(np.arange(3), 40)

@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--train-per-class", default=None, metavar="N|all", help="labelled images per class (default 100)")
     p.add_argument("--test-per-class", default=None, metavar="N|all", help="default 100")
     p.add_argument("--seed", type=int, default=0, help="which sample (default 0)")
-    p.add_argument("--features", default="cls", metavar="cls,mean,cls+mean",
-                   help="what a feature vector is: the CLS token, the mean patch token, or both (comma list)")
+    p.add_argument("--features", default="cls", metavar="cls,mean,cls+mean,last4",
+                   help="what a feature vector is: the CLS token, the mean patch token, both, or both from "
+                        "each of the last four blocks (comma list)")
     p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
                    help="choose the probe's C on one stratified hold-out of this fraction of the training "
                         "rows instead of 5-fold cross-validation (large labelled sets)")

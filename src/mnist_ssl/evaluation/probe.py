@@ -27,12 +27,16 @@ WEIGHTED_KNN_TEMPERATURE = 0.07
 # Inverse L2 strengths the cross-validated probe chooses from (log-spaced, 1e-3 .. 1e2).
 PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 # What a frozen feature vector is made of: the CLS token (what fine-tuning uses), the mean of the
-# patch tokens (MAE's global pool), or both concatenated (DINO's linear evaluation of ViT-B).
-FEATURE_POOLS = ("cls", "mean", "cls+mean")
+# patch tokens (MAE's global pool), both concatenated (DINO's linear evaluation of ViT-B), or
+# both from each of the last four blocks (DINO's ``n_last_blocks=4``, which it uses for ViT-S:
+# a narrow encoder keeps in its earlier blocks what its last one does not hold linearly).
+FEATURE_POOLS = ("cls", "mean", "cls+mean", "last4")
+LAST_BLOCKS = 4
 
 
 class PooledEncoder(nn.Module):
-    """``encoder``'s final tokens pooled as ``pool`` (one of :data:`FEATURE_POOLS`): (B, D) or (B, 2D)."""
+    """``encoder``'s tokens pooled as ``pool`` (one of :data:`FEATURE_POOLS`): (B, D), (B, 2D), or
+    for "last4" (B, 2D x min(4, depth)): CLS then mean patch token of each block, earliest first."""
 
     def __init__(self, encoder: nn.Module, pool: str) -> None:
         super().__init__()
@@ -43,6 +47,9 @@ class PooledEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool == "cls":
             return self.encoder(x)
+        if self.pool == "last4":
+            return torch.cat([f for h in self.encoder.encode_layers(x, LAST_BLOCKS)
+                              for f in (h[:, 0], h[:, 1:].mean(dim=1))], dim=1)
         h = self.encoder.encode(x)
         mean = h[:, 1:].mean(dim=1)
         return mean if self.pool == "mean" else torch.cat([h[:, 0], mean], dim=1)

@@ -113,6 +113,18 @@ class ViTEncoder(nn.Module):
             h = block(h)
         return self.norm(h)
 
+    def encode_layers(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """The tokens after each of the last ``n`` blocks (all blocks when the encoder has fewer),
+        each through the final norm as :meth:`encode`'s are (DINO's ``get_intermediate_layers``):
+        a list of (B, 1 + N, D), the last block's last, that one equal to :meth:`encode`'s."""
+        h = self.pos_drop(torch.cat([self.cls_token.expand(x.shape[0], -1, -1), self.tokens(x)], dim=1))
+        layers = []
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            if i >= len(self.blocks) - n:
+                layers.append(self.norm(h))
+        return layers
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """CLS features (B, D): what classifiers, probes and kNN use."""
         return self.encode(x)[:, 0]
