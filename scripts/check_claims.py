@@ -101,7 +101,7 @@ numbers      Figures in prose: the comment stands above a paragraph (several may
              bench_threads.py: slowdown(OBJECTIVE), tail_slowdown(OBJECTIVE).
 probe        file = a ``mnist-ssl probe --out`` JSON (``file[TEXT]=PATH``: rows whose first
              cell contains TEXT read PATH). Rows name a pooling (``cls``, ``mean``,
-             ``cls+mean``, or ``pixels``) and an encoder (``pretrained``, ``random init``)
+             ``cls+mean``, ``last4``, or ``pixels``) and an encoder (``pretrained``, ``random init``)
              in their first three cells; columns ``linear probe %``, ``kNN %``,
              ``weighted kNN %`` (the accuracies) and ``dim``.
 printed-le   file = a markdown file of label-efficiency tables as the command printed them

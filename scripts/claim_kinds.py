@@ -487,7 +487,7 @@ _PROBE_COLUMNS = (("linear probe", "linear_probe_cv"), ("weighted knn", "knn_wei
 
 def check_probe(table: Table, root: Path, report: Report) -> None:
     """A ``mnist-ssl probe --out`` JSON: rows name a pooling (``cls``, ``cls+mean``, ``mean``,
-    ``pixels``) and an encoder (``pretrained`` or ``random init``) in their cells; columns
+    ``last4``, ``pixels``) and an encoder (``pretrained`` or ``random init``) in their cells; columns
     ``linear probe %``, ``kNN %``, ``weighted kNN %``, ``dim``. ``file[TEXT]=PATH``: rows whose
     first cell contains TEXT read PATH."""
     default = table.options["file"]
@@ -501,7 +501,7 @@ def check_probe(table: Table, root: Path, report: Report) -> None:
         if "pixels" in cells:
             entry = data.get("pixels")
         else:
-            pool = next((p for p in ("cls+mean", "mean", "cls") if re.search(rf"(?<![\w+]){re.escape(p)}(?![\w+])", cells)), None)
+            pool = next((p for p in ("last4", "cls+mean", "mean", "cls") if re.search(rf"(?<![\w+]){re.escape(p)}(?![\w+])", cells)), None)
             encoder = "random_init" if "random" in cells else "pretrained" if "pretrained" in cells else None
             entry = data.get("features", {}).get(pool, {}).get(encoder) if pool and encoder else None
         if entry is None:
