@@ -203,3 +203,5 @@ def test_a_budgets_seeds_fine_tune_batched_as_they_would_one_at_a_time(tmp_path,
         assert b["probe_accuracy"] == u["probe_accuracy"]
         assert abs(b["finetune_accuracy"] - u["finetune_accuracy"]) <= 1 / 30 + 1e-6, key
         assert 0 <= b["semi_accuracy"] <= 1 and b["semi_kind"] == "distill"
+        # The stage's curve is kept in the row (no log.jsonl is written for label-efficiency rows).
+        assert [e["epoch"] for e in b["semi_epochs"]] == [1] and b["semi_epochs"][0]["loss"] > 0
