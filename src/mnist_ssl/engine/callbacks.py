@@ -49,20 +49,6 @@ class ConsolePrinter:
             print(line, file=stream, flush=True)
 
 
-class EpochRecorder:
-    """Keeps each epoch's record (loss, terms, lr, seconds) in ``records``: a stage's curve kept in
-    a results file where no log.jsonl is written (label-efficiency's semi-supervised rows)."""
-
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-
-    def on_step(self, state) -> None:
-        pass
-
-    def on_epoch_end(self, state, record: dict) -> None:
-        self.records.append({k: record[k] for k in ("epoch", "loss", "terms", "lr", "time_s")})
-
-
 class JSONLLogger:
     """Appends one JSON object per epoch to ``path`` (the run's log.jsonl)."""
 

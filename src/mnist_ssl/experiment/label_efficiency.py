@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from mnist_ssl.data import class_index, load_splits
-from mnist_ssl.engine.callbacks import ConsolePrinter, EpochRecorder, JSONLLogger, TrainingInterrupted
+from mnist_ssl.engine.callbacks import ConsolePrinter, JSONLLogger, TrainingInterrupted
 from mnist_ssl.engine.checkpoint import atomic_write_text, load_encoder
 from mnist_ssl.engine.resume import (ResumeWriter, clear_train_state, last_good_state, normalised_config,
                                      refuse_other_config)
@@ -544,11 +544,9 @@ class _Job:
         if cfg.semi.enabled:
             from mnist_ssl.experiment.semi import semi_stage
 
-            curve = EpochRecorder()
-            student = semi_stage(cfg, finetuned, pool.images, images, y, len(pool.classes), seed=s,
-                                 init_encoder=enc, callbacks=[*callbacks, curve])
-            row.update(semi_accuracy=test_accuracy(student, pool), semi_kind=cfg.semi.kind,
-                       semi_epochs=curve.records)
+            student, curve = semi_stage(cfg, finetuned, pool.images, images, y, len(pool.classes), seed=s,
+                                        init_encoder=enc, callbacks=callbacks)
+            row.update(semi_accuracy=test_accuracy(student, pool), semi_kind=cfg.semi.kind, semi_epochs=curve)
             semi_line = f"  semi ({cfg.semi.kind}) {100 * row['semi_accuracy']:6.2f}%"
         row["time_s"] = round(time.perf_counter() - t_start, 2)
         self.result["rows"].append(row)

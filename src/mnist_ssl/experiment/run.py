@@ -182,9 +182,9 @@ def _semi(cfg: RunConfig, run: RunDir, classifier: ViTClassifier, data: RunData,
         init = load_encoder(run.pretrained_weights)[0].to(data.train_images.device)
     callbacks = [] if not distributed.is_main() else [JSONLLogger(run.log, method=cfg.method, seed=cfg.seed)] + (
         [] if quiet else [ConsolePrinter("Semi Loss", stream=progress, extra_terms=True)])
-    student = semi_stage(cfg, classifier, data.pretrain_images, data.train_images, data.train_targets,
-                         len(data.classes), seed=cfg.seed, init_encoder=init, callbacks=callbacks,
-                         stop_requested=stop_requested, compile=cfg.compile)
+    student, _ = semi_stage(cfg, classifier, data.pretrain_images, data.train_images, data.train_targets,
+                            len(data.classes), seed=cfg.seed, init_encoder=init, callbacks=callbacks,
+                            stop_requested=stop_requested, compile=cfg.compile)
     result, _ = stages.evaluate(student, data.test_images, data.test_targets, data.classes)
     times["semi"] = time.perf_counter() - t0
     stages.say(f"Test Accuracy after the semi-supervised stage ({cfg.semi.kind}): {100 * result['accuracy']:.2f}%",

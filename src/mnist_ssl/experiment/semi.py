@@ -18,9 +18,10 @@ from mnist_ssl.models.vit import ViTClassifier
 
 def semi_stage(cfg, teacher: nn.Module, unlabelled_u8: torch.Tensor, labelled_u8: torch.Tensor,
                labelled_targets: torch.Tensor, num_classes: int, *, seed: int,
-               init_encoder: nn.Module | None = None, **train_kw) -> nn.Module:
+               init_encoder: nn.Module | None = None, **train_kw) -> tuple[nn.Module, list[dict]]:
     """The ``semi`` stage of a run (``cfg``: the RunConfig): a student trained from ``teacher`` (the
-    fine-tuned classifier) on ``unlabelled_u8`` -> the student, in eval mode.
+    fine-tuned classifier) on ``unlabelled_u8`` -> the student, in eval mode, and the engine's
+    per-epoch records of the stage (its TrainState's ``history``).
 
     The student is a copy of the teacher (``semi.student_init="teacher"``) or a fresh head on a
     copy of ``init_encoder`` (``"pretrained"``: the encoder before fine-tuning). The weak view is
@@ -40,6 +41,6 @@ def semi_stage(cfg, teacher: nn.Module, unlabelled_u8: torch.Tensor, labelled_u8
         student = ViTClassifier(copy.deepcopy(init_encoder), num_classes).to(labelled_u8.device)
         student.requires_grad_(True)
     strong = make_view(AugmentConfig(**STRONG_AUGMENT), clip_builder(cfg)) if sc.kind == "fixmatch" else None
-    run_semi(teacher, student, unlabelled_u8, labelled_u8, labelled_targets, sc,
-             weak_view=phase_view(cfg, "finetune"), strong_view=strong, **train_kw)
-    return student
+    state = run_semi(teacher, student, unlabelled_u8, labelled_u8, labelled_targets, sc,
+                     weak_view=phase_view(cfg, "finetune"), strong_view=strong, **train_kw)
+    return student, state.history
