@@ -25,8 +25,8 @@ from mnist_ssl.engine import batched
 from mnist_ssl.engine.resume import clear_train_state
 from mnist_ssl.experiment import stages
 from mnist_ssl.experiment.data import RunData
-from mnist_ssl.experiment.run import (_pretrained_encoder, finish_run, open_pretraining, open_run, pretrain_run,
-                                      save_pretraining)
+from mnist_ssl.experiment.run import (FrozenEvaluations, _may_fork, _pretrained_encoder, finish_run,
+                                      open_pretraining, open_run, pretrain_run, save_pretraining)
 from mnist_ssl.experiment.runtime import seed_everything
 from mnist_ssl.models.vit import ViTClassifier, ViTEncoder
 from mnist_ssl.objectives.registry import build_objective
@@ -34,26 +34,41 @@ from mnist_ssl.objectives.registry import build_objective
 
 def run_experiments_batched(cfgs: list, run_dirs: list[str | Path], *, quiet: bool = False, progress=None,
                             stop_requested: Callable[[], bool] = lambda: False,
-                            datas: list[RunData | None] | None = None, resume: bool = False) -> list[dict]:
+                            datas: list[RunData | None] | None = None, resume: bool = False,
+                            spare_core: bool = False) -> list[dict]:
     """Runs ``cfgs`` (one method's seeds; :func:`mnist_ssl.engine.batched.why_not_batched` must
-    accept them) into ``run_dirs``; -> each run's metrics, as run_experiment returns them."""
+    accept them) into ``run_dirs``; -> each run's metrics, as run_experiment returns them.
+    ``spare_core``: as run_experiment's; the runs' frozen evaluations then go to one child process
+    beside the batched fine-tuning (run.FrozenEvaluations)."""
     reason = batched.why_not_batched(cfgs)
     if reason is not None:
         raise ValueError(f"these runs cannot be fine-tuned batched: {reason}")
     kw = dict(quiet=quiet, progress=progress, stop_requested=stop_requested)
     runs = []
+    frozen_runs = None
     for cfg, run_dir, data in zip(cfgs, run_dirs, datas or [None] * len(cfgs)):
         opened = open_run(cfg, run_dir, resume=resume, data=data)
         encoder = _pretrained_encoder(cfg, opened.run, opened.data, opened.start, opened.times, **kw)
-        frozen = opened.frozen_evaluations(encoder)
+        if frozen_runs is None:  # the runs are alike (why_not_batched): the first one decides
+            frozen_runs = FrozenEvaluations(spare_core and _may_fork(opened))
+        frozen_runs.add(opened, encoder)
         classifier = ViTClassifier(encoder, len(opened.data.classes)).to(opened.data.train_images.device)
         t0 = time.perf_counter()
         seed_everything(cfg.seed + 1)  # as stages.finetune: LP-FT, then the engine
         if cfg.finetune.head_init == "probe":
             stages.fit_head_on_frozen_features(classifier, opened.data.train_images, opened.data.train_targets)
         opened.times["finetune"] = time.perf_counter() - t0
-        runs.append(dict(opened=opened, classifier=classifier, frozen=frozen, saved=opened.finetune_state()))
+        runs.append(dict(opened=opened, classifier=classifier, saved=opened.finetune_state()))
+    with frozen_runs or FrozenEvaluations(False):
+        frozen_runs.start()
+        _finetune_batched(runs, quiet, progress, stop_requested)
+        for r, frozen in zip(runs, frozen_runs.results()):
+            r["frozen"] = frozen
+    return _finish_batched(runs, **kw)
 
+
+def _finetune_batched(runs: list[dict], quiet: bool, progress, stop_requested: Callable[[], bool]) -> None:
+    """The runs' fine-tuning as batched models; each run's ``times["finetune"]`` gets its share."""
     # Models saved at different epochs (a crash between two runs' end-of-epoch saves) cannot
     # share steps: each epoch's group trains on its own.
     groups: dict[int, list[dict]] = {}
@@ -71,12 +86,17 @@ def run_experiments_batched(cfgs: list, run_dirs: list[str | Path], *, quiet: bo
             trainer.resume([r["saved"] for r in group])
         trainer.train(stop_requested)
     share = (time.perf_counter() - t0) / len(runs)
+    for r in runs:
+        r["opened"].times["finetune"] += share
 
+
+def _finish_batched(runs: list[dict], **kw) -> list[dict]:
+    """Each run's end as run_experiment's (finish_run), its metrics naming the seeds it shared steps with."""
     seeds = [r["opened"].cfg.seed for r in runs]
+    quiet, progress = kw["quiet"], kw["progress"]
     results = []
     for r in runs:
         opened = r["opened"]
-        opened.times["finetune"] += share
         if not quiet and progress is not None:
             progress.write_line(f"== {opened.cfg.method}, seed {opened.cfg.seed} ==")
         results.append(finish_run(opened, r["classifier"], r["frozen"], shared_steps=True,

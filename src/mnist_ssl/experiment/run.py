@@ -17,6 +17,7 @@ from mnist_ssl.engine.checkpoint import atomic_write_text, load_classifier, load
 from mnist_ssl.engine.resume import RunStart, clear_train_state, last_good_state
 from mnist_ssl.errors import ConfigError
 from mnist_ssl.experiment import stages
+from mnist_ssl.experiment.beside import Beside, has_spare_core
 from mnist_ssl.experiment.data import RunData, load_test_sample, prepare_data
 from mnist_ssl.experiment.rundir import RunDir
 from mnist_ssl.experiment.runtime import seed_everything, setup, setup_threads
@@ -27,25 +28,30 @@ from mnist_ssl.objectives.registry import RunConfig, get_method
 def run_experiment(cfg: RunConfig, run_dir: str | Path, *, quiet: bool = False,
                    progress=None, stop_requested: Callable[[], bool] = lambda: False,
                    data: RunData | None = None, encoder: ViTEncoder | None = None,
-                   resume: bool = False) -> dict:
+                   resume: bool = False, spare_core: bool = False) -> dict:
     """Pretrain (if the method does and no ``encoder`` is given), fine-tune, evaluate.
 
     Writes everything under ``run_dir`` and returns this run's metrics (the
     RunMetrics of docs/design.md). ``resume``: continue from the state saved at
     the end of the last completed epoch (``resume.json``), if there is one; the
-    result is bit-identical to an uninterrupted run on the CPU.
+    result is bit-identical to an uninterrupted run on the CPU. ``spare_core``: the caller
+    leaves the machine's other cores to this run, so its frozen evaluations go to a child
+    process beside fine-tuning when a core is idle (:class:`FrozenEvaluations`).
     """
     opened = open_run(cfg, run_dir, resume=resume, data=data, encoder_given=encoder is not None)
     kw = dict(quiet=quiet, progress=progress, stop_requested=stop_requested)
     if encoder is None:
         encoder = _pretrained_encoder(cfg, opened.run, opened.data, opened.start, opened.times, **kw)
-    frozen = opened.frozen_evaluations(encoder)
-    t0 = time.perf_counter()
-    classifier = ViTClassifier(encoder, len(opened.data.classes)).to(opened.data.train_images.device)
-    stages.finetune(cfg, cfg.finetune, classifier, opened.data.train_images, opened.data.train_targets, cfg.seed,
-                    callbacks=stages.run_callbacks(cfg, opened.run.log, "Train Loss", quiet, progress),
-                    stop_requested=stop_requested, resume=opened.finetune_state())
-    opened.times["finetune"] = time.perf_counter() - t0
+    with FrozenEvaluations(spare_core and _may_fork(opened)) as frozen_runs:
+        frozen_runs.add(opened, encoder)
+        frozen_runs.start()
+        t0 = time.perf_counter()
+        classifier = ViTClassifier(encoder, len(opened.data.classes)).to(opened.data.train_images.device)
+        stages.finetune(cfg, cfg.finetune, classifier, opened.data.train_images, opened.data.train_targets,
+                        cfg.seed, callbacks=stages.run_callbacks(cfg, opened.run.log, "Train Loss", quiet, progress),
+                        stop_requested=stop_requested, resume=opened.finetune_state())
+        opened.times["finetune"] = time.perf_counter() - t0
+        frozen, = frozen_runs.results()
     return finish_run(opened, classifier, frozen, **kw)
 
 
@@ -73,6 +79,59 @@ class OpenRun:
         frozen = stages.frozen(self.cfg, encoder, self.data, self.run.features)
         self.frozen_s += time.perf_counter() - t0
         return frozen
+
+
+class FrozenEvaluations:
+    """The frozen evaluations of opened runs (:meth:`OpenRun.frozen_evaluations`), computed when
+    :meth:`add`-ed, or with ``beside`` all in one forked child from :meth:`start` on, while this
+    process fine-tunes (experiment/beside.py). The numbers are the same either way: the
+    evaluations use the encoders as they were when added, and the random state that fine-tuning
+    draws from is seeded again after them. A run's ``frozen_s`` is then the child's seconds for
+    it, spent beside fine-tuning, so a run's stage times add up to more than its total."""
+
+    def __init__(self, beside: bool) -> None:
+        self.beside = beside
+        self._runs: list[tuple[OpenRun, ViTEncoder]] = []
+        self._now: list[dict] = []
+        self._child: Beside | None = None
+
+    def add(self, opened: OpenRun, encoder: ViTEncoder) -> None:
+        self._runs.append((opened, encoder))
+        if not self.beside:
+            self._now.append(opened.frozen_evaluations(encoder))
+
+    def start(self) -> None:
+        if self.beside and self._runs:
+            self._child = Beside(lambda: [_timed_frozen(o, e) for o, e in self._runs])
+
+    def results(self) -> list[dict]:
+        """Each added run's frozen metrics, in order (waiting for the child)."""
+        if self._child is None:
+            return self._now
+        values, _ = self._child.result()
+        for (opened, _), (_, seconds) in zip(self._runs, values):
+            opened.frozen_s += seconds
+        return [frozen for frozen, _ in values]
+
+    def __enter__(self) -> "FrozenEvaluations":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._child is not None:
+            self._child.close()
+
+
+def _timed_frozen(opened: OpenRun, encoder: ViTEncoder) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    return stages.frozen(opened.cfg, encoder, opened.data, opened.run.features), time.perf_counter() - t0
+
+
+def _may_fork(opened: OpenRun) -> bool:
+    """Whether this run's frozen evaluations go to a forked child: with evaluations to do, outside
+    torchrun, on the CPU with a core idle now (experiment/beside.py)."""
+    cfg = opened.cfg
+    return ((cfg.eval.linear_probe or cfg.eval.knn) and not distributed.launched()
+            and has_spare_core(opened.data.train_images.device.type, cfg.threads))
 
 
 def open_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool, data: RunData | None = None,

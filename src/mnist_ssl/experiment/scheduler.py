@@ -141,9 +141,10 @@ class RunGroup:
         return self.tasks[0].run
 
 
-def execute(item, *, quiet: bool, progress, stop_requested, resume: bool, data=None):
+def execute(item, *, quiet: bool, progress, stop_requested, resume: bool, data=None, spare_core: bool = False):
     """Run a RunTask (-> its metrics), a RunGroup (-> its runs' metrics) or a PretrainTask
-    (-> its pretraining seconds)."""
+    (-> its pretraining seconds). ``spare_core``: this process is the job's only worker, so the
+    item's runs may put their frozen evaluations on an idle core (run.FrozenEvaluations)."""
     if isinstance(item, PretrainTask):
         from mnist_ssl.experiment.batched_runs import pretrain_runs
 
@@ -156,11 +157,11 @@ def execute(item, *, quiet: bool, progress, stop_requested, resume: bool, data=N
         # as --resume continues a run whose pretraining had finished.
         return run_experiments_batched([t.cfg for t in item.tasks], [t.run.path for t in item.tasks], quiet=quiet,
                                        progress=progress, stop_requested=stop_requested,
-                                       resume=resume or bool(item.after))
+                                       resume=resume or bool(item.after), spare_core=spare_core)
     from mnist_ssl.experiment.run import run_experiment
 
     return run_experiment(item.cfg, item.run.path, quiet=quiet, progress=progress, stop_requested=stop_requested,
-                          data=data, resume=resume)
+                          data=data, resume=resume, spare_core=spare_core)
 
 
 @dataclass
@@ -379,7 +380,7 @@ class InProcessWorker:
         future: Future = Future()
         future.set_result(_run_outcome(lambda: execute(
             task, quiet=state.quiet, progress=state.progress, stop_requested=state.stop, resume=self.resume,
-            data=self._data if one_sample else None)))
+            data=self._data if one_sample else None, spare_core=True)))  # the only worker
         state.counted[slot] = task.steps  # the run drew its steps on the bar itself
         return future
 
