@@ -1,3 +1,3 @@
-from mnist_ssl.cli import main
+from mnist_ssl.cli import console_main
 
-raise SystemExit(main())
+raise SystemExit(console_main())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import sys
 from pathlib import Path
 
@@ -48,6 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if code != 0:
             _remove_if_empty(created)
+
+
+def console_main() -> int:
+    """The ``mnist-ssl`` program: :func:`main`, then an exit without the interpreter's last
+    collections. Python's shutdown runs the cyclic garbage collector over every object that the
+    imported libraries made, which took 0.5-1 s after torch and scikit-learn had been imported
+    (docs/benchmarks.md, "Process start and exit"); frozen objects are skipped, and every file is
+    closed by then (atexit handlers still run)."""
+    code = main()
+    gc.freeze()
+    return code
 
 
 def _run(args: argparse.Namespace) -> int:
