@@ -112,3 +112,15 @@ def test_the_childs_error_is_raised_in_the_run():
 def test_no_child_off_the_cpu():
     assert not beside.has_spare_core("cuda", 1)
     assert not beside.has_spare_core("mps", 1)
+
+
+def test_what_this_process_had_not_written_yet_is_written_once(tmp_path):
+    import subprocess
+    import sys
+
+    # multiprocessing flushes the standard streams before it forks; os.fork alone would not.
+    script = ("import sys; from mnist_ssl.experiment.beside import Beside\n"
+              "sys.stdout.write('before the child\\n')\n"  # a pipe: block-buffered, not yet written
+              "Beside(lambda: 0).result()\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out == "before the child\n"
