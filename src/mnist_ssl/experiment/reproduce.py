@@ -93,14 +93,13 @@ def default_jobs(configs: dict[str, RunConfig], seeds: int) -> int:
     """``--jobs`` when not given: on the CPU one worker per usable core (at the config's torch
     threads each), no more than the job has runs or batched groups to run; on an accelerator 1
     (the batched step is what fills it)."""
-    import os
-
+    from mnist_ssl.experiment.beside import usable_cores
     from mnist_ssl.experiment.runtime import resolve_device
 
     any_cfg = next(iter(configs.values()))
     if resolve_device(any_cfg.device).type != "cpu":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     batched = seeds > 1 and any_cfg.run.batch_models
     # A batched group pretrains its seeds one per worker (_batched): they are items of their own.
     items = sum(seeds if not batched or get_method(m).build is not None else 1 for m in configs)
